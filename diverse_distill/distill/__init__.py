@@ -1,0 +1,6 @@
+"""DiverseDistill training: the distillation model and its losses."""
+
+from diverse_distill.distill.distillation_model import DistillationModel
+from diverse_distill.distill.losses import per_sample_loss_fn
+
+__all__ = ["DistillationModel", "per_sample_loss_fn"]

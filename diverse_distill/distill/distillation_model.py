@@ -1,0 +1,433 @@
+"""DiverseDistill: a student learns from a committee of frozen, split teachers."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from diverse_distill.distill.losses import per_sample_loss_fn
+from diverse_distill.layers.answer_augmenter import AnswerAugmenter
+from diverse_distill.layers.question_augmenter import QuestionAugmenter
+from diverse_distill.students.student import student_features, validate_student
+
+IMPORTANCE_NORMALIZATIONS = ("sum", "none")
+_TEACHER_ATTRIBUTES = ("prefix", "suffix", "injection_dim", "answer_dim")
+
+
+def _num_replicas():
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _average(per_sample, sample_weight=None):
+    """Mean over the *global* batch, as `keras.losses` reduce under tf.distribute."""
+    return tf.nn.compute_average_loss(per_sample, sample_weight=sample_weight)
+
+
+def _gather_rows(structure, indices):
+    return tf.nest.map_structure(lambda t: tf.gather(t, indices), structure)
+
+
+def _scatter_rows(values, indices, batch_size):
+    return tf.scatter_nd(indices[:, None], values, [batch_size])
+
+
+class DistillationModel(keras.Model):
+    """Distils a committee of frozen split teachers into a student.
+
+    Each step (METHOD.md, Eq. 1–4): the Question Augmenter turns the
+    student's representation `sg(s)` into one question `q_k` and one
+    importance `w_k` per teacher; teacher k answers from its injection point
+    (`suffix(q_k, prefix(x))`, frozen, `training=False`); the Answer
+    Augmenter maps its answer to `a_k` in the student's hidden space. Then
+
+    - the student minimises `L_task + alpha * L_distill` with
+      `L_distill = Σ_k sg(w_k) · mean((sg(a_k) - h_S)²)`;
+    - the distillation module (both augmenters) minimises `beta * L_reg` with
+      `L_reg = Σ_k ŵ_k · [ℓ(y, ŷ_k^T) + ℓ(y, head_S(a_k))]`, where `ŷ_k^T` is
+      the teacher's own prediction from its answer and `head_S` the student's
+      head, whose weights this term never updates. `ŵ_k = w_k / Σ_j w_j`
+      (`importance_normalization="sum"`, the default, which stops all
+      importances collapsing to 0) or `ŵ_k = w_k` (`"none"`).
+
+    Each variable group has its own tape and optimizer and sees only its own
+    variables; teachers are frozen on construction and never updated.
+
+    With `importance_threshold=τ`, teacher k runs only on the rows where
+    `w_k ≥ τ`: those rows are gathered, the teacher's prefix and suffix run on
+    them alone, and their loss terms are scattered back; skipped pairs add
+    nothing to `L_distill` or `L_reg` (and are left out of the normalisation
+    of `ŵ`). Gathering makes shapes data-dependent, so XLA
+    (`jit_compile`) is turned off when a threshold is set.
+
+    Logged metrics: `loss` (the sum of all terms), `task_loss`,
+    `distill_loss`, `reg_loss`, and per teacher `importance_<name>` (mean w)
+    and `pass_fraction_<name>` (fraction of rows the teacher ran on).
+    `evaluate` reports the student alone (`loss` = `task_loss`).
+
+    Args:
+        student: a student exposing `representation(x)`, `hidden(x)`, `head`,
+            `representation_dim` and `hidden_dim` (see
+            `diverse_distill.students.Student`).
+        teachers: list of split teachers (see
+            `diverse_distill.teachers.SplitTeacher`), each with a unique name.
+        question_augmenter: `QuestionAugmenter` or `None`. Built with
+            `embedding_dim`, `num_components` and `intermediate_dim` when
+            `None`.
+        answer_augmenter: `AnswerAugmenter` or `None`. Built with
+            `intermediate_dim` when `None`.
+        alpha: float. Weight of `L_distill`. Defaults to `1.0`.
+        beta: float. Weight of `L_reg`. Defaults to `1.0`.
+        importance_threshold: float in [0, 1] or `None`. Defaults to `None`
+            (every teacher runs on every row).
+        importance_normalization: `"sum"` or `"none"`. Defaults to `"sum"`.
+        embedding_dim, num_components, intermediate_dim, alignment: passed
+            to the default augmenters. Defaults to `64`, `4`, `128`, `"dot"`.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+    ```python
+    student = MLPStudent({"user_id": 10, "item_id": 20}, embedding_dims=4,
+                         hidden_units=(8,))
+    teacher = MLPTeacher(MLPRecommender({"user_id": 10, "item_id": 20},
+                         embedding_dims=8, hidden_units=(16,)), name="mlp_m")
+    model = DistillationModel(student, [teacher], alpha=0.5, beta=1.0)
+    model.compile(optimizer=keras.optimizers.Adagrad(0.06), loss="mse")
+    x = {"user_id": np.arange(8) % 10, "item_id": np.arange(8)}
+    history = model.fit(x, np.ones((8, 1)), epochs=1, verbose=0)
+    sorted(history.history)[:3]  # ['distill_loss', 'importance_mlp_m', 'loss']
+    ```
+    """
+
+    def __init__(
+        self,
+        student,
+        teachers,
+        question_augmenter=None,
+        answer_augmenter=None,
+        alpha=1.0,
+        beta=1.0,
+        importance_threshold=None,
+        importance_normalization="sum",
+        embedding_dim=64,
+        num_components=4,
+        intermediate_dim=128,
+        alignment="dot",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        validate_student(student)
+        teachers = list(teachers or [])
+        if not teachers:
+            raise ValueError("`teachers` is empty: DiverseDistill needs at least one teacher.")
+        for teacher in teachers:
+            missing = [a for a in _TEACHER_ATTRIBUTES if not hasattr(teacher, a)]
+            if missing:
+                raise ValueError(
+                    f"Teacher {getattr(teacher, 'name', teacher)!r} lacks {missing}: "
+                    "teachers must follow the split-teacher contract "
+                    "(diverse_distill.teachers.SplitTeacher)."
+                )
+        names = [t.name for t in teachers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Teacher names must be unique, got {names}.")
+        for label, value in (("alpha", alpha), ("beta", beta)):
+            if value is None or float(value) < 0:
+                raise ValueError(f"`{label}` must be >= 0, got {value}.")
+        if importance_threshold is not None and not 0.0 <= float(importance_threshold) <= 1.0:
+            raise ValueError(
+                f"`importance_threshold` must lie in [0, 1] or be None, got {importance_threshold}."
+            )
+        if importance_normalization not in IMPORTANCE_NORMALIZATIONS:
+            raise ValueError(
+                f"`importance_normalization` must be one of {IMPORTANCE_NORMALIZATIONS}, "
+                f"got {importance_normalization!r}."
+            )
+
+        # === Config ===
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.importance_threshold = (
+            None if importance_threshold is None else float(importance_threshold)
+        )
+        self.importance_normalization = importance_normalization
+        self.teacher_names = names
+
+        # === Models ===
+        self.student = student
+        self.teachers = teachers
+        for teacher in teachers:
+            if hasattr(teacher, "freeze"):
+                teacher.freeze()
+            else:
+                teacher.trainable = False
+        injection_dims = [t.injection_dim for t in teachers]
+        answer_dims = [t.answer_dim for t in teachers]
+        if question_augmenter is None:
+            question_augmenter = QuestionAugmenter(
+                injection_dims=injection_dims,
+                embedding_dim=embedding_dim,
+                num_components=num_components,
+                intermediate_dim=intermediate_dim,
+                alignment=alignment,
+                name="question_augmenter",
+            )
+        if answer_augmenter is None:
+            answer_augmenter = AnswerAugmenter(
+                hidden_dim=student.hidden_dim,
+                answer_dims=answer_dims,
+                intermediate_dim=intermediate_dim,
+                name="answer_augmenter",
+            )
+        self._check_widths(question_augmenter, answer_augmenter, injection_dims, answer_dims, student)
+        self.question_augmenter = question_augmenter
+        self.answer_augmenter = answer_augmenter
+        if not question_augmenter.built:
+            question_augmenter.build((None, student.representation_dim))
+        if not answer_augmenter.built:
+            answer_augmenter.build([(None, d) for d in answer_dims])
+
+        # === Loss trackers (history keys) ===
+        self.total_loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
+        self.distill_loss_tracker = keras.metrics.Mean(name="distill_loss")
+        self.reg_loss_tracker = keras.metrics.Mean(name="reg_loss")
+        self.importance_trackers = [keras.metrics.Mean(name=f"importance_{n}") for n in names]
+        self.pass_fraction_trackers = [
+            keras.metrics.Mean(name=f"pass_fraction_{n}") for n in names
+        ]
+        self.built = True
+
+    @staticmethod
+    def _check_widths(question_augmenter, answer_augmenter, injection_dims, answer_dims, student):
+        if list(question_augmenter.injection_dims) != list(injection_dims):
+            raise ValueError(
+                "The QuestionAugmenter's question widths "
+                f"{list(question_augmenter.injection_dims)} do not match the teachers' "
+                f"injection widths {list(injection_dims)}."
+            )
+        if list(answer_augmenter.answer_dims) != list(answer_dims):
+            raise ValueError(
+                f"The AnswerAugmenter's answer widths {list(answer_augmenter.answer_dims)} "
+                f"do not match the teachers' answer widths {list(answer_dims)}."
+            )
+        if answer_augmenter.hidden_dim != student.hidden_dim:
+            raise ValueError(
+                f"The AnswerAugmenter maps to width {answer_augmenter.hidden_dim}, the "
+                f"student's last hidden layer has width {student.hidden_dim}."
+            )
+
+    # --- Variable groups -------------------------------------------------
+
+    @property
+    def student_variables(self):
+        return self.student.trainable_variables
+
+    @property
+    def module_variables(self):
+        return (
+            self.question_augmenter.trainable_variables
+            + self.answer_augmenter.trainable_variables
+        )
+
+    # --- Keras API --------------------------------------------------------
+
+    def compile(
+        self,
+        optimizer="adagrad",
+        loss="mse",
+        metrics=None,
+        module_optimizer=None,
+        jit_compile="auto",
+        **kwargs,
+    ):
+        """Configures training.
+
+        Args:
+            optimizer: the student's optimizer (name or instance).
+            loss: the task loss `ℓ` (name, function or `keras.losses.Loss`);
+                used per sample for `L_task` and both terms of `L_reg`.
+            metrics: metrics of the student's prediction (as in Keras).
+            module_optimizer: the distillation module's optimizer. Defaults
+                to a fresh optimizer with the student optimizer's config.
+            jit_compile: as in Keras; forced off when skipping is on.
+        """
+        if self.importance_threshold is not None:
+            if jit_compile is True:
+                raise ValueError(
+                    "jit_compile=True cannot run with `importance_threshold`: skipping "
+                    "gathers a data-dependent number of rows, which XLA cannot compile."
+                )
+            jit_compile = False
+        super().compile(optimizer=optimizer, metrics=metrics, jit_compile=jit_compile, **kwargs)
+        self.task_loss_fn = per_sample_loss_fn(loss)
+        self._loss_config = loss
+        if module_optimizer is None:
+            module_optimizer = self.optimizer.__class__.from_config(self.optimizer.get_config())
+        else:
+            module_optimizer = keras.optimizers.get(module_optimizer)
+        self.module_optimizer = module_optimizer
+        # Build both optimizers here, each on its own variables: building
+        # inside the replicated train step fails under tf.distribute.
+        self.optimizer.build(self.student_variables)
+        self.module_optimizer.build(self.module_variables)
+
+    def call(self, x, training=False):
+        return self.student(x, training=training)
+
+    @property
+    def metrics(self):
+        own = [
+            self.total_loss_tracker,
+            self.task_loss_tracker,
+            self.distill_loss_tracker,
+            self.reg_loss_tracker,
+            *self.importance_trackers,
+            *self.pass_fraction_trackers,
+        ]
+        keras_loss_tracker = getattr(self, "_loss_tracker", None)
+        others = [m for m in super().metrics if m is not keras_loss_tracker and m not in own]
+        return own + others
+
+    # --- The DiverseDistill step -------------------------------------------
+
+    def compute_losses(self, x, y, sample_weight=None, training=True):
+        """All loss terms for one batch (per replica, scaled to the global batch).
+
+        Returns a dict with `y_pred`, `task_loss`, `distill_loss`,
+        `reg_loss`, `regularization_loss`, `importance` (batch, K) and
+        `keep` (batch, K; 1.0 where the teacher ran).
+        """
+        representation, student_hidden = student_features(self.student, x, training=training)
+        y_pred = self.student.head(student_hidden)
+        task_per_sample = self.task_loss_fn(y, y_pred)
+
+        questions, importance = self.question_augmenter(ops.stop_gradient(representation))
+        if self.importance_threshold is None:
+            keep = ops.ones_like(importance)
+        else:
+            keep = ops.cast(importance >= self.importance_threshold, importance.dtype)
+        reg_weights = importance * keep
+        if self.importance_normalization == "sum":
+            reg_weights = reg_weights / ops.maximum(
+                ops.sum(reg_weights, axis=1, keepdims=True), 1e-12
+            )
+        distill_weights = ops.stop_gradient(importance * keep)
+
+        batch_size = tf.shape(task_per_sample)[0]
+        distill_per_sample = tf.zeros_like(task_per_sample)
+        reg_per_sample = tf.zeros_like(task_per_sample)
+        for k, teacher in enumerate(self.teachers):
+            if self.importance_threshold is None:
+                rows = None
+                x_k, y_k, q_k, h_k = x, y, questions[k], student_hidden
+            else:
+                rows = tf.cast(tf.where(keep[:, k] > 0)[:, 0], "int32")
+                x_k, y_k, q_k, h_k = _gather_rows((x, y, questions[k], student_hidden), rows)
+            context = teacher.prefix(x_k)
+            teacher_hidden, teacher_pred = teacher.suffix(q_k, context)
+            answer = self.answer_augmenter.project(k, teacher_hidden)
+
+            divergence = ops.mean(ops.square(ops.stop_gradient(answer) - h_k), axis=-1)
+            regularizer = self.task_loss_fn(y_k, teacher_pred) + self.task_loss_fn(
+                y_k, self.student.head(answer)
+            )
+            if rows is None:
+                distill_per_sample += distill_weights[:, k] * divergence
+                reg_per_sample += reg_weights[:, k] * regularizer
+            else:
+                distill_per_sample += _scatter_rows(
+                    tf.gather(distill_weights[:, k], rows) * divergence, rows, batch_size
+                )
+                reg_per_sample += _scatter_rows(
+                    tf.gather(reg_weights[:, k], rows) * regularizer, rows, batch_size
+                )
+
+        regularization = (
+            tf.nn.scale_regularization_loss(tf.add_n(self.student.losses))
+            if self.student.losses
+            else tf.constant(0.0)
+        )
+        return {
+            "y_pred": y_pred,
+            "task_loss": _average(task_per_sample, sample_weight),
+            "distill_loss": _average(distill_per_sample, sample_weight),
+            "reg_loss": _average(reg_per_sample, sample_weight),
+            "regularization_loss": regularization,
+            "importance": importance,
+            "keep": keep,
+        }
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        student_vars = self.student_variables
+        module_vars = self.module_variables
+        with tf.GradientTape() as student_tape, tf.GradientTape() as module_tape:
+            losses = self.compute_losses(x, y, sample_weight, training=True)
+            student_loss = (
+                losses["task_loss"]
+                + self.alpha * losses["distill_loss"]
+                + losses["regularization_loss"]
+            )
+            module_loss = self.beta * losses["reg_loss"]
+        self.optimizer.apply(student_tape.gradient(student_loss, student_vars), student_vars)
+        if self.beta > 0:
+            module_grads = module_tape.gradient(module_loss, module_vars)
+            module_grads = [
+                g if g is not None else tf.zeros_like(v) for g, v in zip(module_grads, module_vars)
+            ]
+            self.module_optimizer.apply(module_grads, module_vars)
+        self._update_trackers(losses, student_loss + module_loss)
+        self.compute_metrics(x, y, losses["y_pred"], sample_weight)
+        return self._logs(training=True)
+
+    def _update_trackers(self, losses, total_loss):
+        # Losses are divided by the number of replicas (global-batch means);
+        # the trackers report the per-batch mean, so multiply it back.
+        n = _num_replicas()
+        self.total_loss_tracker.update_state(total_loss * n)
+        self.task_loss_tracker.update_state(losses["task_loss"] * n)
+        self.distill_loss_tracker.update_state(losses["distill_loss"] * n)
+        self.reg_loss_tracker.update_state(losses["reg_loss"] * n)
+        for k in range(len(self.teachers)):
+            self.importance_trackers[k].update_state(losses["importance"][:, k])
+            self.pass_fraction_trackers[k].update_state(losses["keep"][:, k])
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self.student(x, training=False)
+        task_loss = _average(self.task_loss_fn(y, y_pred), sample_weight)
+        n = _num_replicas()
+        self.total_loss_tracker.update_state(task_loss * n)
+        self.task_loss_tracker.update_state(task_loss * n)
+        self.compute_metrics(x, y, y_pred, sample_weight)
+        return self._logs(training=False)
+
+    def _logs(self, training):
+        logs = {}
+        for metric in self.metrics:
+            if not training and metric in self._training_only_metrics():
+                continue
+            result = metric.result()
+            if isinstance(result, dict):
+                logs.update(result)
+            else:
+                logs[metric.name] = result
+        return logs
+
+    def _training_only_metrics(self):
+        return [
+            self.distill_loss_tracker,
+            self.reg_loss_tracker,
+            *self.importance_trackers,
+            *self.pass_fraction_trackers,
+        ]
+
+    # --- Export -----------------------------------------------------------
+
+    def export_student(self, filepath, input_signature=None):
+        """Writes the student alone as a TensorFlow SavedModel.
+
+        See `diverse_distill.export.export_student`.
+        """
+        from diverse_distill.export import export_student
+
+        return export_student(self.student, filepath, input_signature=input_signature)

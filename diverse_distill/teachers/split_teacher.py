@@ -1,0 +1,74 @@
+"""The split-teacher contract: a frozen teacher cut at its injection point."""
+
+import keras
+
+
+class SplitTeacher(keras.Model):
+    """Base class of a frozen teacher cut at its injection point.
+
+    A DiverseDistill teacher is used in two ways: as the unmodified model
+    (`call(x)`, which `predict(x)` uses, for the teacher's own score and for
+    logit-based baselines) and split in two at its *injection point*:
+
+    - `prefix(x)` returns the *context*: everything the teacher computes
+      before the injection point that does not depend on the question (for
+      an MLP teacher nothing, for T5 the encoder output, for BERT the token
+      states below the injection layer). It is a pure function of `x` and
+      may be cached.
+    - `suffix(question, context)` runs the teacher from the injection point
+      with `question` in place of its own hidden state there and returns
+      `(hidden, prediction)`: its last-layer hidden state (the *answer*) and
+      its own head's prediction.
+    - `native_question(x, context)` is the teacher's own hidden state at the
+      injection point, so that `suffix(native_question(x, c), c)` equals the
+      unsplit teacher: the test every adapter passes.
+
+    Subclasses implement `prefix`, `suffix`, `native_question` and set
+    `injection_dim` and `answer_dim`. The teacher is frozen on construction
+    (`trainable = False`) and the distillation code always calls it with
+    `training=False`, so Dropout never runs inside a teacher.
+
+    The context is a nested structure (dict, tuple or tensor) whose leaves
+    all have the batch as their first axis, or `None`; that is what lets the
+    distillation model gather the rows a teacher keeps when it skips
+    low-importance samples.
+
+    Args:
+        injection_dim: int. Width of the hidden state the question replaces.
+        answer_dim: int. Width of the last-layer hidden state (the answer).
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+    """
+
+    def __init__(self, injection_dim, answer_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.injection_dim = int(injection_dim)
+        self.answer_dim = int(answer_dim)
+
+    def freeze(self):
+        """Marks every weight of the teacher non-trainable."""
+        self.trainable = False
+        for layer in self._flatten_layers(include_self=False):
+            layer.trainable = False
+        return self
+
+    def prefix(self, x):
+        """Question-independent computation before the injection point."""
+        raise NotImplementedError
+
+    def suffix(self, question, context):
+        """Runs the teacher from the injection point: `(hidden, prediction)`."""
+        raise NotImplementedError
+
+    def native_question(self, x, context):
+        """The teacher's own hidden state at the injection point."""
+        raise NotImplementedError
+
+    def call(self, x, training=False):
+        """The unmodified teacher: its own prediction for `x`."""
+        context = self.prefix(x)
+        _, prediction = self.suffix(self.native_question(x, context), context)
+        return prediction
+
+    def answer(self, x, question):
+        """Convenience: `suffix(question, prefix(x))`."""
+        return self.suffix(question, self.prefix(x))

@@ -1,0 +1,18 @@
+"""Test-session set-up: quiet TF, two logical CPU devices, deterministic ops."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPUs so MirroredStrategy tests can compare 1 vs 2 replicas.
+# This must run before TensorFlow initialises its devices.
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+except RuntimeError:  # devices already initialised by another conftest
+    pass
