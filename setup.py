@@ -30,6 +30,7 @@ setup(
         "absl-py>=2",
         "numpy>=1.26",
         "matplotlib>=3.8",
+        "tensorboard",  # tensorflow 2.21 no longer pulls it; bin/train logs to it
     ],
     extras_require={
         "test": ["pytest>=8"],

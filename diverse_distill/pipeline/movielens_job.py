@@ -1,0 +1,241 @@
+"""The MovieLens job: data -> teachers -> S0 -> distillation -> test metrics, GRR, export."""
+
+import json
+import os
+import platform
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from diverse_distill.data.movielens import load_movielens
+from diverse_distill.distill.distillation_model import DistillationModel
+from diverse_distill.metrics import gap_recovery_rate, regression_metrics
+from diverse_distill.pipeline.teacher_factory import (
+    SPLITS,
+    TeacherStore,
+    embedding_dims,
+    fit_with_schedule,
+    predict_split,
+)
+from diverse_distill.students.mlp_student import MLPStudent
+
+
+def _subsample_train(data, n, seed):
+    if not n or n >= data.num_examples["train"]:
+        return data
+    keep = np.sort(np.random.default_rng(seed).permutation(data.num_examples["train"])[:n])
+    data.tables["train"] = data.tables["train"].take(keep)
+    data.train = {k: v[keep] for k, v in data.train.items()}
+    return data
+
+
+def _versions():
+    import keras_hub
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "keras_hub": keras_hub.__version__,
+            "numpy": np.__version__}
+
+
+def _mean_std(values):
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "values": [float(v) for v in values]}
+
+
+class MovieLensJob:
+    """One `bin/train` run.
+
+    Args:
+        config: `JobConfig`.
+        log: callable taking a str. Defaults to `print`.
+    """
+
+    def __init__(self, config, log=print):
+        self.config = config
+        self.log = log
+        self.timings = {}
+
+    def _phase(self, name):
+        job = self
+
+        class _Timer:
+            def __enter__(self):
+                self.start = time.time()
+                job.log(f"[{name}] ...")
+
+            def __exit__(self, *exc):
+                job.timings[name] = job.timings.get(name, 0.0) + time.time() - self.start
+                if exc[0] is None:
+                    job.log(f"[{name}] done in {time.time() - self.start:.1f} s")
+
+        return _Timer()
+
+    # --- Phases -------------------------------------------------------------
+
+    def load_data(self):
+        c = self.config
+        with self._phase("data"):
+            data = load_movielens(
+                movielens_dir=None if c.use_tfds else c.movielens_dir,
+                use_tfds=c.use_tfds, split_seed=c.split_seed,
+                tfds_data_dir=c.tfds_data_dir or None,
+            )
+            data = _subsample_train(data, c.max_train_examples, c.split_seed)
+        self.log(f"data: {data}")
+        return data
+
+    def datasets(self, data, extra_features, seed):
+        c = self.config
+        train = data.as_dataset("train", c.batch_size, shuffle=True, seed=seed, repeat=True,
+                                extra_features=extra_features["train"])
+        val = data.as_dataset("validation", 512, extra_features=extra_features["validation"])
+        test = data.as_dataset("test", 512, extra_features=extra_features["test"])
+        return train, val, test
+
+    def build_student(self, data, seed):
+        keras.utils.set_random_seed(seed)
+        return MLPStudent(
+            data.categorical_vocab_sizes, embedding_dims(self.config, data),
+            numeric_features=data.numeric_feature_dims,
+            hidden_units=self.config.student_hidden_units, name="student",
+        )
+
+    def build_method(self, student, teachers):
+        c = self.config
+        if c.method == "diverse_distill":
+            return DistillationModel(
+                student, teachers, alpha=c.alpha, beta=c.beta,
+                importance_threshold=c.threshold,
+                importance_normalization=c.importance_normalization,
+                embedding_dim=c.question_embedding_dim, num_components=c.num_components,
+                intermediate_dim=c.module_intermediate_dim, alignment=c.alignment,
+                name="diverse_distill",
+            )
+        from diverse_distill.baselines.registry import get_method
+
+        return get_method(c.method)(student, teachers, alpha=c.alpha)
+
+    def callbacks(self, phase):
+        return [keras.callbacks.TensorBoard(os.path.join(self.config.output_dir, "tensorboard", phase))]
+
+    def train_student(self, data, extra_features, seed, teachers=None):
+        """S0 (`teachers=None`) or the distilled student; returns its record."""
+        c = self.config
+        phase = f"s0_seed{seed}" if teachers is None else f"{c.method}_seed{seed}"
+        train_ds, val_ds, test_ds = self.datasets(data, extra_features, seed)
+        student = self.build_student(data, seed)
+        with self._phase(phase):
+            model = student if teachers is None else self.build_method(student, teachers)
+            model.compile(optimizer=keras.optimizers.Adagrad(c.learning_rate), loss="mse")
+            history, best = fit_with_schedule(
+                model, train_ds, val_ds, c.steps, c.eval_every, student, c.verbose,
+                callbacks=self.callbacks(phase),
+            )
+        record = {
+            "seed": seed,
+            "best_epoch": best.best_epoch,
+            "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+            "test": regression_metrics(data.test["rating"], predict_split(student, test_ds)),
+            "validation": regression_metrics(data.validation["rating"], predict_split(student, val_ds)),
+            "seconds": self.timings[phase],
+        }
+        if teachers is not None:
+            for t in teachers:
+                for key in (f"importance_{t.name}", f"pass_fraction_{t.name}"):
+                    if key in history:
+                        record[key] = float(np.mean(history[key]))
+        return student, record
+
+    # --- The whole job --------------------------------------------------------
+
+    def run(self):
+        c = self.config
+        os.makedirs(c.output_dir, exist_ok=True)
+        start = time.time()
+        data = self.load_data()
+        extra_features = {split: {} for split in SPLITS}
+
+        store = TeacherStore(c, data, extra_features)
+        teachers, teacher_info = [], {}
+        for name in c.teachers:
+            with self._phase(f"teacher_{name}"):
+                teacher, info = store.get(name)
+            teachers.append(teacher)
+            teacher_info[name] = info
+            self.log(f"teacher {name}: test MSE {info['test']['mse']:.4f} "
+                     f"({'cached' if info['loaded_from_cache'] else 'trained'}, "
+                     f"{info['num_params'] / 1e6:.2f}M params)")
+        best_teacher = min(teacher_info, key=lambda n: teacher_info[n]["test"]["mse"])
+
+        runs = []
+        for seed in c.seeds:
+            student, s0 = self.train_student(data, extra_features, seed)
+            student, distilled = self.train_student(data, extra_features, seed, teachers)
+            grr = {m: gap_recovery_rate(distilled["test"][m], s0["test"][m],
+                                        teacher_info[best_teacher]["test"][m])
+                   for m in ("mse", "rmse", "mae")}
+            runs.append({"seed": seed, "s0": s0, "distilled": distilled, "grr": grr})
+            self.log(f"seed {seed}: S0 MSE {s0['test']['mse']:.4f}  distilled MSE "
+                     f"{distilled['test']['mse']:.4f}  GRR {100 * grr['mse']:.1f} %")
+            if c.export_student and seed == c.seeds[0]:
+                path = os.path.join(c.output_dir, "student")
+                from diverse_distill.export import export_student
+
+                export_student(student, path)
+                self.log(f"student SavedModel: {path}")
+
+        metrics = self.summarise(data, teacher_info, best_teacher, runs, time.time() - start)
+        with open(os.path.join(c.output_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        self.log(self.summary_text(metrics))
+        return metrics
+
+    def summarise(self, data, teacher_info, best_teacher, runs, seconds):
+        c = self.config
+        summary = {
+            "s0": {m: _mean_std([r["s0"]["test"][m] for r in runs]) for m in ("mse", "rmse", "mae")},
+            "distilled": {m: _mean_std([r["distilled"]["test"][m] for r in runs])
+                          for m in ("mse", "rmse", "mae")},
+            "grr": {m: _mean_std([r["grr"][m] for r in runs]) for m in ("mse", "rmse", "mae")},
+        }
+        for name in c.teachers:
+            for key in (f"importance_{name}", f"pass_fraction_{name}"):
+                values = [r["distilled"][key] for r in runs if key in r["distilled"]]
+                if values:
+                    summary[key] = _mean_std(values)
+        return {
+            "config": c.to_dict(),
+            "method": c.method,
+            "teachers": {n: {k: v for k, v in i.items() if k != "history"} for n, i in teacher_info.items()},
+            "best_teacher": best_teacher,
+            "num_examples": data.num_examples,
+            "runs": runs,
+            "summary": summary,
+            "wall_seconds": {**self.timings, "total": seconds},
+            "versions": _versions(),
+        }
+
+    @staticmethod
+    def summary_text(metrics):
+        s = metrics["summary"]
+        lines = ["", "=" * 72, f"MovieLens-100K  method={metrics['method']}  "
+                 f"seeds={metrics['config']['seeds']}  test split ({metrics['num_examples']['test']} ratings)",
+                 "-" * 72, f"{'model':<28}{'MSE':>18}{'RMSE':>13}{'MAE':>13}"]
+        for name, info in metrics["teachers"].items():
+            t = info["test"]
+            lines.append(f"{'teacher ' + name:<28}{t['mse']:>18.4f}{t['rmse']:>13.4f}{t['mae']:>13.4f}")
+        for label, key in (("S0 (no distillation)", "s0"), ("distilled student", "distilled")):
+            row = s[key]
+            lines.append(f"{label:<28}{row['mse']['mean']:>11.4f} ± {row['mse']['std']:.4f}"
+                         f"{row['rmse']['mean']:>13.4f}{row['mae']['mean']:>13.4f}")
+        g = s["grr"]["mse"]
+        lines.append(f"GRR (MSE, vs {metrics['best_teacher']}): {100 * g['mean']:.1f} % ± {100 * g['std']:.1f}")
+        for key, value in s.items():
+            if key.startswith(("importance_", "pass_fraction_")):
+                lines.append(f"{key}: {value['mean']:.3f}")
+        lines.append(f"wall time: {metrics['wall_seconds']['total']:.0f} s")
+        lines.append("=" * 72)
+        return "\n".join(lines)

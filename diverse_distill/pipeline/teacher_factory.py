@@ -1,0 +1,198 @@
+"""Builds MovieLens teachers, trains them once, and caches their weights on disk."""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from diverse_distill.metrics import regression_metrics
+from diverse_distill.models.mlp_recommender import MLPRecommender
+from diverse_distill.pipeline.callbacks import BestStudentWeights
+from diverse_distill.pipeline.job_config import MLP_TEACHERS
+from diverse_distill.teachers.mlp_teacher import MLPTeacher
+
+SPLITS = ("train", "validation", "test")
+
+
+def embedding_dims(config, data):
+    """id features get `id_embedding_dim`, attributes `attribute_embedding_dim`."""
+    return {
+        name: config.id_embedding_dim if name in ("user_id", "movie_id")
+        else config.attribute_embedding_dim
+        for name in data.categorical_vocab_sizes
+    }
+
+
+def build_mlp(config, data, hidden_units, name):
+    return MLPRecommender(
+        data.categorical_vocab_sizes,
+        embedding_dims(config, data),
+        numeric_features=data.numeric_feature_dims,
+        hidden_units=hidden_units,
+        name=name,
+    )
+
+
+def _build_language_teacher(name, config, data):
+    from diverse_distill.teachers.bert_teacher import BertTeacher
+    from diverse_distill.teachers.t5_teacher import T5Teacher
+
+    mean = data.mean_rating
+    if name == "t5":
+        return T5Teacher.from_preset(config.t5_preset, initial_prediction=mean, name=name)
+    injection = None if config.bert_injection_layer < 0 else config.bert_injection_layer
+    bert_kwargs = dict(initial_prediction=mean, suffix_mode=config.bert_suffix_mode,
+                       injection_layer=injection, name=name)
+    if name == "minilm":
+        if config.bert_preset == "minilm":
+            return BertTeacher.from_minilm_wheel(**bert_kwargs)
+        return BertTeacher.from_preset(config.bert_preset, **bert_kwargs)
+    keras.utils.set_random_seed(config.teacher_seed)
+    if name == "tiny_t5":
+        return T5Teacher.tiny(vocabulary_size=128, num_layers=2, hidden_dim=32,
+                              initial_prediction=mean, name=name)
+    if name == "tiny_bert":
+        return BertTeacher.tiny(vocabulary_size=128, num_layers=2, hidden_dim=32,
+                                max_sequence_length=max(config.lm_sequence_length, 32),
+                                suffix_mode=config.bert_suffix_mode,
+                                initial_prediction=mean, name=name)
+    raise ValueError(f"Unknown language teacher {name!r}.")
+
+
+def hash_tokenize(prompts, vocabulary_size, sequence_length, token_ids_key, padding_mask_key):
+    """Word-hashing token ids for tiny random-initialised teachers that have no tokenizer."""
+    words = tf.strings.split(tf.constant(prompts))
+    ids = tf.strings.to_hash_bucket_fast(words, vocabulary_size - 2) + 2
+    ids = ids.to_tensor(default_value=0, shape=[None, sequence_length])
+    ids = tf.cast(ids, "int32").numpy()
+    return {token_ids_key: ids, padding_mask_key: (ids > 0).astype("int32")}
+
+
+def language_features(teacher, data, config):
+    """Token features of every split for one language teacher: split -> dict of arrays."""
+    features = {}
+    for split in SPLITS:
+        prompts = list(data.prompts(split))
+        if getattr(teacher, "tokenizer", None) is None:
+            vocab = teacher.backbone.vocabulary_size
+            features[split] = hash_tokenize(
+                prompts, vocab, config.lm_sequence_length,
+                f"{teacher.name}_token_ids", f"{teacher.name}_padding_mask",
+            )
+            continue
+        chunks = []
+        for start in range(0, len(prompts), 4096):
+            out = teacher.preprocess(prompts[start:start + 4096], config.lm_sequence_length)
+            chunks.append({k: np.asarray(v) for k, v in out.items()})
+        features[split] = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    return features
+
+
+def predict_split(model, dataset):
+    """Predictions of `model` over a (features, rating) dataset, as a flat array."""
+    predictions = [np.asarray(model(x, training=False)).reshape(-1) for x, _ in dataset]
+    return np.concatenate(predictions)
+
+
+def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbose, callbacks=()):
+    """`steps` optimiser steps, validation every `eval_every`; best-validation student restored."""
+    best = BestStudentWeights(student)
+    epochs = max(1, steps // eval_every)
+    history = model.fit(
+        train_ds, validation_data=val_ds, steps_per_epoch=min(eval_every, steps),
+        epochs=epochs, verbose=verbose, callbacks=[best, *callbacks],
+    )
+    return history.history, best
+
+
+class TeacherStore:
+    """Trains each teacher once and caches its weights under a key of (config, seed).
+
+    A rerun with the same configuration loads the cached weights instead of
+    training again; the key changes with anything that changes the weights.
+
+    Args:
+        config: `JobConfig`.
+        data: `MovieLensData`.
+        extra_features: dict split -> dict of arrays; language teachers add
+            their token features to it.
+    """
+
+    def __init__(self, config, data, extra_features):
+        self.config = config
+        self.data = data
+        self.extra_features = extra_features
+
+    def _datasets(self, seed):
+        c = self.config
+        train = self.data.as_dataset("train", c.batch_size, shuffle=True, seed=seed, repeat=True,
+                                     extra_features=self.extra_features["train"])
+        val = self.data.as_dataset("validation", 512, extra_features=self.extra_features["validation"])
+        test = self.data.as_dataset("test", 512, extra_features=self.extra_features["test"])
+        return train, val, test
+
+    def get(self, name):
+        """Returns `(teacher, info)`: a `SplitTeacher` and its metrics and provenance."""
+        c = self.config
+        key, spec = c.teacher_key(name)
+        folder = os.path.join(c.cache_dir, key)
+        weights_path = os.path.join(folder, "teacher.weights.h5")
+        info_path = os.path.join(folder, "teacher.json")
+        if name in MLP_TEACHERS:
+            keras.utils.set_random_seed(c.teacher_seed)
+            model = build_mlp(c, self.data, MLP_TEACHERS[name], name=f"{name}_model")
+            teacher = MLPTeacher(model, name=name)
+            trainable, steps = model, c.teacher_steps
+            optimizer = keras.optimizers.Adagrad(c.learning_rate)
+        else:
+            teacher = _build_language_teacher(name, c, self.data)
+            tokens = language_features(teacher, self.data, c)
+            for split in SPLITS:
+                self.extra_features[split].update(tokens[split])
+            trainable, steps = teacher, c.lm_teacher_steps
+            optimizer = keras.optimizers.AdamW(c.lm_learning_rate, weight_decay=0.01)
+        train_ds, val_ds, test_ds = self._datasets(c.teacher_seed)
+
+        if os.path.exists(weights_path) and os.path.exists(info_path):
+            try:
+                sample, _ = next(iter(val_ds.take(1)))
+                trainable(sample, training=False)  # builds every sub-layer
+                trainable.load_weights(weights_path)
+            except Exception as error:  # noqa: BLE001 - re-raised with the fix
+                raise ValueError(
+                    f"The cached teacher checkpoint {weights_path} cannot be loaded ({error}). "
+                    "Delete that folder to retrain the teacher."
+                ) from None
+            with open(info_path) as f:
+                info = json.load(f)
+            info["loaded_from_cache"] = True
+            return teacher, info
+
+        start = time.time()
+        keras.utils.set_random_seed(c.teacher_seed)
+        trainable.compile(optimizer=optimizer, loss="mse")
+        history, best = fit_with_schedule(
+            trainable, train_ds, val_ds, steps, c.eval_every, trainable, c.verbose,
+        )
+        info = {
+            "name": name,
+            "key": key,
+            "spec": spec,
+            "num_params": int(trainable.count_params()),
+            "train_seconds": time.time() - start,
+            "best_epoch": best.best_epoch,
+            "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+            "test": regression_metrics(self.data.test["rating"], predict_split(teacher, test_ds)),
+            "validation": regression_metrics(
+                self.data.validation["rating"], predict_split(teacher, val_ds)
+            ),
+        }
+        os.makedirs(folder, exist_ok=True)
+        trainable.save_weights(weights_path)
+        with open(info_path, "w") as f:
+            json.dump(info, f, indent=2)
+        info["loaded_from_cache"] = False
+        return teacher, info
