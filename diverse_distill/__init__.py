@@ -27,20 +27,23 @@ from diverse_distill.layers import AnswerAugmenter, QuestionAugmenter
 from diverse_distill.metrics import gap_recovery_rate, regression_metrics
 from diverse_distill.models import MLPRecommender
 from diverse_distill.students import MLPStudent, Student
-from diverse_distill.teachers.mlp_teacher import MLPTeacher
-from diverse_distill.teachers.split_teacher import SplitTeacher
+from diverse_distill.distill.prefix_cache import PrefixCache
+from diverse_distill.teachers import BertTeacher, MLPTeacher, SplitTeacher, T5Teacher
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AnswerAugmenter",
+    "BertTeacher",
     "DistillationModel",
     "MLPRecommender",
     "MLPStudent",
     "MLPTeacher",
+    "PrefixCache",
     "QuestionAugmenter",
     "SplitTeacher",
     "Student",
+    "T5Teacher",
     "export_student",
     "gap_recovery_rate",
     "regression_metrics",

@@ -24,9 +24,10 @@ class SplitTeacher(keras.Model):
       unsplit teacher: the test every adapter passes.
 
     Subclasses implement `prefix`, `suffix`, `native_question` and set
-    `injection_dim` and `answer_dim`. The teacher is frozen on construction
-    (`trainable = False`) and the distillation code always calls it with
-    `training=False`, so Dropout never runs inside a teacher.
+    `injection_dim` and `answer_dim`. A teacher is trainable when built (it
+    is fine-tuned first with a plain `fit` on `call(x)`);
+    `DistillationModel` calls `freeze()` on it, and calls it with
+    `training=False` only, so Dropout never runs inside a teacher.
 
     The context is a nested structure (dict, tuple or tensor) whose leaves
     all have the batch as their first axis, or `None`; that is what lets the

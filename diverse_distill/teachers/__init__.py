@@ -1,0 +1,13 @@
+"""Teachers: the split-teacher contract and its adapters."""
+
+from diverse_distill.teachers.bert_teacher import BertTeacher
+from diverse_distill.teachers.mlp_teacher import MLPTeacher
+from diverse_distill.teachers.split_teacher import SplitTeacher
+from diverse_distill.teachers.t5_teacher import T5Teacher
+
+__all__ = [
+    "BertTeacher",
+    "MLPTeacher",
+    "SplitTeacher",
+    "T5Teacher",
+]
