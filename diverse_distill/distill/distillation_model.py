@@ -81,6 +81,9 @@ class DistillationModel(keras.Model):
         importance_normalization: `"sum"` or `"none"`. Defaults to `"sum"`.
         embedding_dim, num_components, intermediate_dim, alignment: passed
             to the default augmenters. Defaults to `64`, `4`, `128`, `"dot"`.
+        prefix_caches: list of `PrefixCache` or `None`. A teacher with a
+            cache whose features are in the batch skips its `prefix` and
+            reads its context from them. Defaults to `None`.
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -111,6 +114,7 @@ class DistillationModel(keras.Model):
         num_components=4,
         intermediate_dim=128,
         alignment="dot",
+        prefix_caches=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -150,6 +154,11 @@ class DistillationModel(keras.Model):
         )
         self.importance_normalization = importance_normalization
         self.teacher_names = names
+        self.prefix_caches = {}
+        for cache in prefix_caches or []:
+            if cache.name not in names:
+                raise ValueError(f"A prefix cache belongs to {cache.name!r}, not a teacher of {names}.")
+            self.prefix_caches[cache.name] = cache
 
         # === Models ===
         self.student = student
@@ -322,7 +331,7 @@ class DistillationModel(keras.Model):
             else:
                 rows = tf.cast(tf.where(keep[:, k] > 0)[:, 0], "int32")
                 x_k, y_k, q_k, h_k = _gather_rows((x, y, questions[k], student_hidden), rows)
-            context = teacher.prefix(x_k)
+            context = self.teacher_context(teacher, x_k)
             teacher_hidden, teacher_pred = teacher.suffix(q_k, context)
             answer = self.answer_augmenter.project(k, teacher_hidden)
 
@@ -355,6 +364,13 @@ class DistillationModel(keras.Model):
             "importance": importance,
             "keep": keep,
         }
+
+    def teacher_context(self, teacher, x):
+        """The teacher's prefix: from its `PrefixCache` when the batch carries it."""
+        cache = self.prefix_caches.get(teacher.name)
+        if cache is not None and cache.covers(x):
+            return cache.context(x)
+        return teacher.prefix(x)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -1,0 +1,146 @@
+"""A dataset-level cache of a teacher's question-independent prefix."""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+STORAGE_DTYPES = ("float32", "float16")
+
+
+class PrefixCache:
+    """Computes `teacher.prefix(x)` once per example and serves it as features.
+
+    Everything a split teacher computes before its injection point depends
+    on the sample alone (METHOD.md, "Injection points"), so it can be
+    computed once for a whole split instead of at every distillation step.
+    The cache runs the teacher's prefix over the split in batches, stores
+    every leaf of the context (in memory, or memory-mapped under
+    `directory`), and serves the rows of a batch as extra features under
+    the keys `"<teacher>/prefix/<i>"`; a `DistillationModel` given the cache
+    rebuilds the context from them instead of calling `prefix`. Floating
+    leaves are stored in `storage_dtype` and cast back to float32.
+
+    Args:
+        teacher: a split teacher.
+        storage_dtype: `"float16"` (half the memory; see docs/performance.md
+            for the measured error) or `"float32"` (exact). Defaults to
+            `"float16"`.
+        directory: str or `None`. Where to memory-map the arrays; `None`
+            keeps them in memory. Defaults to `None`.
+
+    Example:
+    ```python
+    teacher = BertTeacher.tiny(num_layers=2, suffix_mode="query_token")
+    x = {"bert_token_ids": np.random.randint(1, 64, (10, 8)),
+         "bert_padding_mask": np.ones((10, 8), "int32")}
+    cache = PrefixCache(teacher, storage_dtype="float32").build(x, batch_size=4)
+    batch = {**x, **cache.features()}
+    context = cache.context(batch)  # equals teacher.prefix(x)
+    ```
+    """
+
+    def __init__(self, teacher, storage_dtype="float16", directory=None):
+        if storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"`storage_dtype` must be one of {STORAGE_DTYPES}, got {storage_dtype!r}.")
+        self.teacher = teacher
+        self.storage_dtype = storage_dtype
+        self.directory = directory
+        self.structure = None
+        self.leaves = None
+        self.seconds = None
+
+    @property
+    def name(self):
+        return self.teacher.name
+
+    def key(self, index):
+        return f"{self.teacher.name}/prefix/{index}"
+
+    @property
+    def keys(self):
+        return [self.key(i) for i in range(len(self.leaves or []))]
+
+    @property
+    def nbytes(self):
+        return int(sum(leaf.nbytes for leaf in self.leaves or []))
+
+    def _allocate(self, index, shape, dtype):
+        if self.directory is None:
+            return np.empty(shape, dtype)
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, f"{self.teacher.name}_prefix_{index}.npy")
+        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    def build(self, features, batch_size=256, log=None):
+        """Runs the prefix over `features` (dict of arrays, one row per example)."""
+        num_rows = len(next(iter(features.values())))
+        start = time.time()
+        prefix = tf.function(lambda x: self.teacher.prefix(x), reduce_retracing=True)
+        for begin in range(0, num_rows, batch_size):
+            batch = {k: v[begin:begin + batch_size] for k, v in features.items()}
+            context = prefix(batch)
+            flat = [np.asarray(t) for t in tf.nest.flatten(context)]
+            if self.leaves is None:
+                self.structure = tf.nest.map_structure(
+                    lambda t: tf.TensorSpec(t.shape[1:], t.dtype), context
+                )
+                self.leaves = []
+                for i, leaf in enumerate(flat):
+                    dtype = self.storage_dtype if np.issubdtype(leaf.dtype, np.floating) else leaf.dtype
+                    self.leaves.append(self._allocate(i, (num_rows,) + leaf.shape[1:], dtype))
+            for leaf, values in zip(self.leaves, flat):
+                leaf[begin:begin + len(values)] = values
+            if log and (begin // batch_size) % 50 == 0:
+                log(f"prefix cache {self.name}: {begin + len(flat[0])}/{num_rows} rows")
+        if self.leaves is None:
+            raise ValueError("PrefixCache.build got no rows.")
+        self.seconds = time.time() - start
+        return self
+
+    def features(self):
+        """The cached leaves as a dict of arrays, to add to the dataset's features."""
+        if self.leaves is None:
+            raise ValueError("Call PrefixCache.build first.")
+        return {self.key(i): leaf for i, leaf in enumerate(self.leaves)}
+
+    def covers(self, x):
+        return self.leaves is not None and all(k in x for k in self.keys)
+
+    def context(self, x):
+        """Rebuilds the teacher's context from a batch holding the cached features."""
+        leaves = []
+        for key, reference in zip(self.keys, tf.nest.flatten(self.structure)):
+            value = tf.convert_to_tensor(x[key])
+            if value.dtype.is_floating:
+                value = tf.cast(value, reference.dtype)
+            leaves.append(value)
+        return tf.nest.pack_sequence_as(self.structure, leaves)
+
+    def dataset_lookup(self):
+        """A `tf.data` map function adding the cached rows of `x["__row__"]` to `x`.
+
+        Keeps a memory-mapped cache on disk: only the rows of each batch are
+        read, instead of putting the whole cache into the dataset.
+        """
+        leaves = self.leaves
+        keys = self.keys
+        dtypes = [tf.as_dtype(leaf.dtype) for leaf in leaves]
+        shapes = [leaf.shape[1:] for leaf in leaves]
+
+        def gather(rows):
+            order = np.argsort(rows)
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(len(rows))
+            return [np.asarray(leaf[rows[order]])[inverse] for leaf in leaves]
+
+        def lookup(x, y):
+            values = tf.numpy_function(gather, [x["__row__"]], dtypes, stateful=False)
+            x = dict(x)
+            for key, value, shape in zip(keys, values, shapes):
+                value.set_shape((None,) + tuple(shape))
+                x[key] = value
+            return x, y
+
+        return lookup
