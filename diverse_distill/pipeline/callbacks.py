@@ -16,6 +16,8 @@ class BestStudentWeights(keras.callbacks.Callback):
     Args:
         student: the Keras model whose weights are kept.
         monitor: str. The log key to minimise. Defaults to `"val_loss"`.
+        every: int. Validation runs every `every` epochs (`fit(validation_freq=every)`);
+            other epochs are ignored and `best_epoch` counts evaluations. Defaults to `1`.
 
     Example:
     ```python
@@ -28,15 +30,19 @@ class BestStudentWeights(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, student, monitor="val_loss"):
+    def __init__(self, student, monitor="val_loss", every=1):
         super().__init__()
         self.student = student
         self.monitor = monitor
+        self.every = int(every)
         self.best = math.inf
         self.best_epoch = None
         self.best_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return  # no validation this epoch (`fit(validation_freq=every)`)
+        epoch = (epoch + 1) // self.every - 1  # counted in evaluations
         value = (logs or {}).get(self.monitor)
         if value is None:
             raise ValueError(
@@ -50,3 +56,66 @@ class BestStudentWeights(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.student.set_weights(self.best_weights)
+
+    # --- State, for `PhaseBackup` (a resumed run restores the same best weights) ---
+
+    def get_state(self):
+        """`(json-able dict, dict of arrays)`."""
+        arrays = {f"w{i}": w for i, w in enumerate(self.best_weights or [])}
+        return {"best": self.best, "best_epoch": self.best_epoch,
+                "has_weights": self.best_weights is not None}, arrays
+
+    def set_state(self, state, arrays):
+        self.best, self.best_epoch = float(state["best"]), state["best_epoch"]
+        self.best_weights = (
+            [arrays[f"w{i}"] for i in range(len(arrays))] if state["has_weights"] else None
+        )
+
+
+class EvaluationHistory(keras.callbacks.Callback):
+    """The history of a `fit` whose epochs are shorter than its evaluation period.
+
+    With `fit(steps_per_epoch=c, validation_freq=every)` (a checkpoint every
+    `c` steps, validation every `every * c` steps) this keeps one entry per
+    evaluation, as `keras.callbacks.History` would with `steps_per_epoch=every * c`:
+    each training metric is the mean of the `every` epoch means (equal-sized
+    epochs, so the mean over the whole period), each `val_` metric the evaluation.
+
+    Args:
+        every: int. Epochs per evaluation. Defaults to `1`.
+
+    Example:
+    ```python
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    record = EvaluationHistory(every=2)
+    model.fit(np.ones((8, 2)), np.ones((8, 1)), validation_data=(np.ones((4, 2)), np.ones((4, 1))),
+              epochs=4, validation_freq=2, verbose=0, callbacks=[record])
+    len(record.history["loss"]), len(record.history["val_loss"])  # (2, 2)
+    ```
+    """
+
+    def __init__(self, every=1):
+        super().__init__()
+        self.every = int(every)
+        self.history = {}
+        self.pending = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            if not key.startswith("val_"):
+                self.pending.setdefault(key, []).append(float(np.asarray(value)))
+        if (epoch + 1) % self.every:
+            return
+        for key, values in self.pending.items():
+            self.history.setdefault(key, []).append(float(np.mean(values)))
+        for key, value in (logs or {}).items():
+            if key.startswith("val_"):
+                self.history.setdefault(key, []).append(float(np.asarray(value)))
+        self.pending = {}
+
+    def get_state(self):
+        return {"history": self.history, "pending": self.pending}, {}
+
+    def set_state(self, state, arrays):
+        self.history, self.pending = state["history"], state["pending"]

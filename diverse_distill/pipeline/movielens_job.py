@@ -12,10 +12,15 @@ import tensorflow as tf
 from diverse_distill.data.movielens import load_movielens
 from diverse_distill.distill.distillation_model import DistillationModel
 from diverse_distill.metrics import gap_recovery_rate, regression_metrics
+from diverse_distill.pipeline.finite_loss_guard import InjectNaN
+from diverse_distill.pipeline.importance_histograms import ImportanceHistograms, importances
+from diverse_distill.pipeline.run_state import RunState
+from diverse_distill.pipeline.strategy import configure_runtime, make_strategy
+from diverse_distill.pipeline.train_stream import train_stream
 from diverse_distill.pipeline.teacher_factory import (
     SPLITS,
     TeacherStore,
-    embedding_dims,
+    build_mlp,
     fit_with_schedule,
     predict_split,
 )
@@ -45,6 +50,23 @@ def _mean_std(values):
             "values": [float(v) for v in values]}
 
 
+# A teacher constructor's argument -> the flag that sets it, for error messages.
+_TEACHER_FLAGS = {"injection_layer": "--bert_injection_layer",
+                  "sequence_length": "--lm_sequence_length",
+                  "suffix_mode": "--bert_suffix_mode",
+                  "preset": "--t5_preset / --bert_preset"}
+
+
+def _teacher_error(name, error):
+    """`ValueError` naming the teacher and the flags behind the constructor argument."""
+    message = " ".join(str(error).split())
+    if "cached teacher checkpoint" in message:
+        return ValueError(message)
+    named = [f for arg, f in _TEACHER_FLAGS.items() if f"`{arg}`" in message]
+    hint = f" (set with {', '.join(named)})" if named else ""
+    return ValueError(f"teacher {name!r}: {message}{hint}")
+
+
 class MovieLensJob:
     """One `bin/train` run.
 
@@ -57,6 +79,8 @@ class MovieLensJob:
         self.config = config
         self.log = log
         self.timings = {}
+        self.run_state = RunState(config, log=log)
+        self.strategy = None  # set by `run`
 
     def _phase(self, name):
         job = self
@@ -89,19 +113,15 @@ class MovieLensJob:
 
     def datasets(self, data, extra_features, seed):
         c = self.config
-        train = data.as_dataset("train", c.batch_size, shuffle=True, seed=seed, repeat=True,
-                                extra_features=extra_features["train"])
+        train = train_stream(data, c.batch_size, seed, extra_features["train"])
         val = data.as_dataset("validation", 512, extra_features=extra_features["validation"])
         test = data.as_dataset("test", 512, extra_features=extra_features["test"])
         return train, val, test
 
     def build_student(self, data, seed):
         keras.utils.set_random_seed(seed)
-        return MLPStudent(
-            data.categorical_vocab_sizes, embedding_dims(self.config, data),
-            numeric_features=data.numeric_feature_dims,
-            hidden_units=self.config.student_hidden_units, name="student",
-        )
+        return build_mlp(self.config, data, self.config.student_hidden_units, name="student",
+                         dropout=self.config.student_dropout, cls=MLPStudent)
 
     def build_method(self, student, teachers):
         c = self.config
@@ -121,18 +141,53 @@ class MovieLensJob:
     def callbacks(self, phase):
         return [keras.callbacks.TensorBoard(os.path.join(self.config.output_dir, "tensorboard", phase))]
 
+    def _finished_student(self, data, extra_features, seed, phase, record, need_weights):
+        """A phase finished by an earlier run: its record, and its student if needed."""
+        self.log(f"[{phase}] finished earlier: loaded {self.run_state.phases_dir}/{phase}.json")
+        if not need_weights:
+            return None, record
+        with self._scope():
+            student = self.build_student(data, seed)
+        _, val_ds, _ = self.datasets(data, extra_features, seed)
+        student(next(iter(val_ds))[0], training=False)  # builds every sub-layer
+        student.load_weights(self.run_state.weights_path(phase))
+        return student, record
+
+    def _scope(self):
+        return (self.strategy or tf.distribute.get_strategy()).scope()
+
     def train_student(self, data, extra_features, seed, teachers=None):
-        """S0 (`teachers=None`) or the distilled student; returns its record."""
+        """S0 (`teachers=None`) or the distilled student; returns its record.
+
+        A phase finished by an earlier run in the same output folder is not
+        trained again (its record is loaded); one interrupted resumes from
+        its last checkpoint.
+        """
         c = self.config
         phase = f"s0_seed{seed}" if teachers is None else f"{c.method}_seed{seed}"
+        finished = self.run_state.load(phase)
+        if finished is not None:
+            need_weights = teachers is not None and c.export_student and seed == c.seeds[0]
+            return self._finished_student(data, extra_features, seed, phase, finished, need_weights)
+        keras.utils.set_random_seed(seed)  # the same shuffle seeds in a rerun
         train_ds, val_ds, test_ds = self.datasets(data, extra_features, seed)
-        student = self.build_student(data, seed)
+        with self._scope():
+            student = self.build_student(data, seed)
         with self._phase(phase):
-            model = student if teachers is None else self.build_method(student, teachers)
-            model.compile(optimizer=keras.optimizers.Adagrad(c.learning_rate), loss="mse")
+            with self._scope():
+                model = student if teachers is None else self.build_method(student, teachers)
+                model.compile(optimizer=keras.optimizers.Adagrad(c.learning_rate), loss="mse")
+            callbacks = self.callbacks(phase)
+            if teachers is not None and hasattr(model, "question_augmenter"):
+                callbacks.append(ImportanceHistograms(
+                    os.path.join(c.output_dir, "tensorboard", phase), val_ds))
+                if c.inject_nan_at_step:
+                    callbacks.append(InjectNaN(model.answer_augmenter.trainable_variables,
+                                               c.inject_nan_at_step))
             history, best = fit_with_schedule(
                 model, train_ds, val_ds, c.steps, c.eval_every, student, c.verbose,
-                callbacks=self.callbacks(phase),
+                callbacks=callbacks, checkpoint_every=c.checkpoint_every,
+                backup_dir=self.run_state.backup_dir(phase), phase=phase, log=self.log,
             )
         record = {
             "seed": seed,
@@ -147,13 +202,40 @@ class MovieLensJob:
                 for key in (f"importance_{t.name}", f"pass_fraction_{t.name}"):
                     if key in history:
                         record[key] = float(np.mean(history[key]))
+            if hasattr(model, "question_augmenter"):
+                record["validation_importance"] = self.save_importances(model, val_ds, phase)
+        self.run_state.save(phase, record, student)
+        self.run_state.clear_backup(phase)
         return student, record
+
+    def save_importances(self, model, val_ds, phase):
+        """The final model's importances on the validation split: `.npz` and a summary."""
+        values = importances(model, val_ds)
+        path = os.path.join(self.config.output_dir, f"importance_{phase}.npz")
+        np.savez(path, **values)
+        tau = model.importance_threshold
+        return {
+            name: {"file": os.path.basename(path), "mean": float(v.mean()),
+                   "quantiles": [float(q) for q in np.quantile(v, [0.1, 0.5, 0.9])],
+                   "pass_fraction": 1.0 if tau is None else float(np.mean(v >= tau))}
+            for name, v in values.items()
+        }
 
     # --- The whole job --------------------------------------------------------
 
     def run(self):
         c = self.config
+        configure_runtime(c.num_cpu_devices, c.deterministic)
+        self.strategy = make_strategy(c.strategy, c.num_cpu_devices)
+        replicas = self.strategy.num_replicas_in_sync
+        if c.batch_size % replicas:
+            raise ValueError(f"--batch_size={c.batch_size} (the global batch) must be a multiple "
+                             f"of the {replicas} replicas of --strategy={c.strategy}.")
+        if replicas > 1:
+            self.log(f"strategy {c.strategy}: {replicas} replicas, "
+                     f"{c.batch_size // replicas} rows per replica")
         os.makedirs(c.output_dir, exist_ok=True)
+        self.run_state.start()
         start = time.time()
         data = self.load_data()
         extra_features = {split: {} for split in SPLITS}
@@ -161,14 +243,21 @@ class MovieLensJob:
         store = TeacherStore(c, data, extra_features)
         teachers, teacher_info = [], {}
         for name in c.teachers:
-            with self._phase(f"teacher_{name}"):
-                teacher, info = store.get(name)
+            with self._phase(f"teacher_{name}"), self._scope():
+                try:
+                    teacher, info = store.get(name)
+                except ValueError as error:
+                    raise _teacher_error(name, error) from error
             teachers.append(teacher)
             teacher_info[name] = info
             self.log(f"teacher {name}: test MSE {info['test']['mse']:.4f} "
                      f"({'cached' if info['loaded_from_cache'] else 'trained'}, "
                      f"{info['num_params'] / 1e6:.2f}M params)")
         best_teacher = min(teacher_info, key=lambda n: teacher_info[n]["test"]["mse"])
+        if c.only_teachers:
+            with open(os.path.join(c.output_dir, "teachers.json"), "w") as f:
+                json.dump(teacher_info, f, indent=2)
+            return {"teachers": teacher_info}
 
         runs = []
         for seed in c.seeds:
@@ -188,8 +277,10 @@ class MovieLensJob:
                 self.log(f"student SavedModel: {path}")
 
         metrics = self.summarise(data, teacher_info, best_teacher, runs, time.time() - start)
-        with open(os.path.join(c.output_dir, "metrics.json"), "w") as f:
+        path = os.path.join(c.output_dir, "metrics.json")
+        with open(path + ".tmp", "w") as f:
             json.dump(metrics, f, indent=2)
+        os.replace(path + ".tmp", path)
         self.log(self.summary_text(metrics))
         return metrics
 

@@ -1,7 +1,9 @@
 """Builds MovieLens teachers, trains them once, and caches their weights on disk."""
 
 import json
+import math
 import os
+import shutil
 import time
 
 import keras
@@ -10,30 +12,37 @@ import tensorflow as tf
 
 from diverse_distill.metrics import regression_metrics
 from diverse_distill.models.mlp_recommender import MLPRecommender
-from diverse_distill.pipeline.callbacks import BestStudentWeights
+from diverse_distill.pipeline.callbacks import BestStudentWeights, EvaluationHistory
+from diverse_distill.pipeline.finite_loss_guard import FiniteLossGuard
 from diverse_distill.pipeline.job_config import MLP_TEACHERS
+from diverse_distill.pipeline.phase_backup import PhaseBackup
+from diverse_distill.pipeline.train_stream import train_stream
 from diverse_distill.teachers.mlp_teacher import MLPTeacher
 
 SPLITS = ("train", "validation", "test")
 
 
-def embedding_dims(config, data):
-    """id features get `id_embedding_dim`, attributes `attribute_embedding_dim`."""
-    return {
-        name: config.id_embedding_dim if name in ("user_id", "movie_id")
-        else config.attribute_embedding_dim
-        for name in data.categorical_vocab_sizes
-    }
+ID_FEATURES = ("user_id", "movie_id")
 
 
-def build_mlp(config, data, hidden_units, name):
-    return MLPRecommender(
-        data.categorical_vocab_sizes,
-        embedding_dims(config, data),
-        numeric_features=data.numeric_feature_dims,
-        hidden_units=hidden_units,
-        name=name,
-    )
+def mlp_inputs(config, data):
+    """`(categorical vocab sizes, embedding dims, numeric dims)` of the MLP models.
+
+    `--mlp_features=ids` keeps the user and movie ids only (the paper's
+    parameter counts); `all` adds the user and movie attributes.
+    """
+    vocab = {n: v for n, v in data.categorical_vocab_sizes.items()
+             if config.mlp_features == "all" or n in ID_FEATURES}
+    dims = {n: config.id_embedding_dim if n in ID_FEATURES else config.attribute_embedding_dim
+            for n in vocab}
+    numeric = data.numeric_feature_dims if config.mlp_features == "all" else None
+    return vocab, dims, numeric
+
+
+def build_mlp(config, data, hidden_units, name, dropout=0.0, cls=MLPRecommender):
+    vocab, dims, numeric = mlp_inputs(config, data)
+    return cls(vocab, dims, numeric_features=numeric, hidden_units=hidden_units,
+               dropout=dropout, name=name)
 
 
 def _build_language_teacher(name, config, data):
@@ -97,15 +106,57 @@ def predict_split(model, dataset):
     return np.concatenate(predictions)
 
 
-def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbose, callbacks=()):
-    """`steps` optimiser steps, validation every `eval_every`; best-validation student restored."""
-    best = BestStudentWeights(student)
-    epochs = max(1, steps // eval_every)
-    history = model.fit(
-        train_ds, validation_data=val_ds, steps_per_epoch=min(eval_every, steps),
-        epochs=epochs, verbose=verbose, callbacks=[best, *callbacks],
-    )
-    return history.history, best
+def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbose, callbacks=(),
+                      checkpoint_every=0, backup_dir=None, phase="fit", log=print):
+    """`steps` optimiser steps, validation every `eval_every`; best-validation student restored.
+
+    Every `checkpoint_every` steps (a divisor of the evaluation period; 0 =
+    at each evaluation) one Keras epoch ends, and with `backup_dir` a
+    `PhaseBackup` saves the whole training state there; a rerun restores it,
+    skips the batches already consumed by the (repeated, seeded)
+    `train_ds` and continues as if never stopped. A non-finite loss term
+    raises `NonFiniteLossError` (the last good checkpoint stays).
+
+    Returns:
+        `(history, best)`: one history entry per evaluation, and the
+        `BestStudentWeights` callback.
+    """
+    eval_steps = min(eval_every, steps)
+    num_evals = max(1, steps // eval_every)
+    chunk = math.gcd(checkpoint_every or eval_steps, eval_steps)
+    per_eval = eval_steps // chunk
+    best = BestStudentWeights(student, every=per_eval)
+    record = EvaluationHistory(every=per_eval)
+    backup = None
+    if backup_dir:
+        backup = PhaseBackup(backup_dir, state_callbacks={"best": best, "history": record})
+
+    def checkpoint_note():
+        if backup is None:
+            return "No checkpoint is kept (no backup folder)."
+        done = backup.initial_epoch()
+        if not done:
+            return f"No checkpoint was written yet ({backup_dir})."
+        return f"The last good checkpoint (step {done * chunk}) is kept in {backup_dir}."
+
+    guard = FiniteLossGuard(phase, chunk, checkpoint_note)
+    initial_epoch = backup.initial_epoch() if backup else 0
+    if initial_epoch:
+        log(f"[{phase}] resuming from the checkpoint at step {initial_epoch * chunk} "
+            f"in {backup_dir}")
+        train_ds = train_ds.skip(initial_epoch * chunk)  # the batches already trained on
+    try:
+        model.fit(
+            train_ds, validation_data=val_ds, steps_per_epoch=chunk, epochs=num_evals * per_eval,
+            initial_epoch=initial_epoch, validation_freq=per_eval, verbose=verbose,
+            callbacks=[guard, *callbacks, best, record] + ([backup] if backup else []),
+        )
+    except tf.errors.InvalidArgumentError as error:  # a step that failed on NaN gradients
+        diverged = guard.diverged_error(model, train_ds)
+        if diverged is None:
+            raise
+        raise diverged from error
+    return record.history, best
 
 
 class TeacherStore:
@@ -128,8 +179,7 @@ class TeacherStore:
 
     def _datasets(self, seed):
         c = self.config
-        train = self.data.as_dataset("train", c.batch_size, shuffle=True, seed=seed, repeat=True,
-                                     extra_features=self.extra_features["train"])
+        train = train_stream(self.data, c.batch_size, seed, self.extra_features["train"])
         val = self.data.as_dataset("validation", 512, extra_features=self.extra_features["validation"])
         test = self.data.as_dataset("test", 512, extra_features=self.extra_features["test"])
         return train, val, test
@@ -143,7 +193,8 @@ class TeacherStore:
         info_path = os.path.join(folder, "teacher.json")
         if name in MLP_TEACHERS:
             keras.utils.set_random_seed(c.teacher_seed)
-            model = build_mlp(c, self.data, MLP_TEACHERS[name], name=f"{name}_model")
+            model = build_mlp(c, self.data, MLP_TEACHERS[name], name=f"{name}_model",
+                              dropout=c.teacher_dropout)
             teacher = MLPTeacher(model, name=name)
             trainable, steps = model, c.teacher_steps
             optimizer = keras.optimizers.Adagrad(c.learning_rate)
@@ -154,6 +205,7 @@ class TeacherStore:
                 self.extra_features[split].update(tokens[split])
             trainable, steps = teacher, c.lm_teacher_steps
             optimizer = keras.optimizers.AdamW(c.lm_learning_rate, weight_decay=0.01)
+        keras.utils.set_random_seed(c.teacher_seed)  # the same shuffle seeds in a rerun
         train_ds, val_ds, test_ds = self._datasets(c.teacher_seed)
 
         if os.path.exists(weights_path) and os.path.exists(info_path):
@@ -163,7 +215,8 @@ class TeacherStore:
                 trainable.load_weights(weights_path)
             except Exception as error:  # noqa: BLE001 - re-raised with the fix
                 raise ValueError(
-                    f"The cached teacher checkpoint {weights_path} cannot be loaded ({error}). "
+                    f"The cached teacher checkpoint {weights_path} cannot be loaded "
+                    f"({' '.join(str(error).split())[:300]}). "
                     "Delete that folder to retrain the teacher."
                 ) from None
             with open(info_path) as f:
@@ -174,8 +227,10 @@ class TeacherStore:
         start = time.time()
         keras.utils.set_random_seed(c.teacher_seed)
         trainable.compile(optimizer=optimizer, loss="mse")
+        backup_dir = os.path.join(c.output_dir, "backup", f"teacher_{key}")
         history, best = fit_with_schedule(
             trainable, train_ds, val_ds, steps, c.eval_every, trainable, c.verbose,
+            checkpoint_every=c.checkpoint_every, backup_dir=backup_dir, phase=f"teacher_{name}",
         )
         info = {
             "name": name,
@@ -191,8 +246,13 @@ class TeacherStore:
             ),
         }
         os.makedirs(folder, exist_ok=True)
-        trainable.save_weights(weights_path)
-        with open(info_path, "w") as f:
+        # Atomic: a process killed here leaves no half-written cache entry.
+        tmp_weights = os.path.join(folder, f"tmp-{os.getpid()}.weights.h5")
+        trainable.save_weights(tmp_weights)
+        os.replace(tmp_weights, weights_path)
+        with open(info_path + ".tmp", "w") as f:
             json.dump(info, f, indent=2)
+        os.replace(info_path + ".tmp", info_path)
+        shutil.rmtree(backup_dir, ignore_errors=True)
         info["loaded_from_cache"] = False
         return teacher, info
