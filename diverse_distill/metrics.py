@@ -3,18 +3,23 @@
 import numpy as np
 
 
-def gap_recovery_rate(distilled, undistilled, best_teacher):
+def gap_recovery_rate(distilled, undistilled, best_teacher, higher_is_better=None):
     """GRR = (M(S_distilled) - M(S_0)) / (M(T_best) - M(S_0)).
 
     Works for metrics where higher or lower is better: the sign of the gap
     carries the direction. 1.0 means the student closed the whole gap; more
-    than 1.0 means it beat its best teacher.
+    than 1.0 means it beat its best teacher. GRR only means something when
+    the teacher beats S_0: pass `higher_is_better` and a teacher that does
+    not (for MSE, `best_teacher >= undistilled`) raises a `ValueError`
+    instead of returning a number whose sign is flipped.
 
     Args:
         distilled: float. Metric of the distilled student.
         undistilled: float. Metric of the same student trained without
             distillation (S_0).
         best_teacher: float. Metric of the best single teacher.
+        higher_is_better: bool or `None`. The metric's direction, checked
+            against the gap when given. Defaults to `None` (not checked).
 
     Returns:
         float (a fraction, not a percentage).
@@ -25,6 +30,11 @@ def gap_recovery_rate(distilled, undistilled, best_teacher):
     ```
     """
     gap = best_teacher - undistilled
+    if higher_is_better is not None and (gap > 0) != bool(higher_is_better) and gap != 0:
+        raise ValueError(
+            f"The best teacher ({best_teacher:.4f}) does not beat the undistilled student "
+            f"({undistilled:.4f}): there is no gap to recover and GRR is undefined."
+        )
     if gap == 0:
         raise ValueError(
             "The best teacher scores the same as the undistilled student: the gap is 0 "

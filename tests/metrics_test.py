@@ -29,3 +29,12 @@ def test_regression_metrics():
     assert m["mae"] == pytest.approx(0.75)
     with pytest.raises(ValueError, match="Shapes differ"):
         regression_metrics([1, 2], [1])
+
+
+def test_grr_refuses_a_teacher_that_does_not_beat_s0():
+    with pytest.raises(ValueError, match="does not beat"):
+        gap_recovery_rate(0.80, 0.81, 0.82, higher_is_better=False)
+    with pytest.raises(ValueError, match="does not beat"):
+        gap_recovery_rate(0.95, 0.97, 0.96, higher_is_better=True)
+    assert gap_recovery_rate(0.8132, 0.8760, 0.8210, higher_is_better=False) == pytest.approx(
+        (0.8132 - 0.8760) / (0.8210 - 0.8760))
