@@ -10,6 +10,8 @@ from diverse_distill.layers.question_augmenter import QuestionAugmenter
 from diverse_distill.students.student import student_features, validate_student
 
 IMPORTANCE_NORMALIZATIONS = ("sum", "none")
+IMPORTANCES = ("learned", "uniform")  # ablations: see the class docstring
+QUESTIONS = ("augmented", "native")
 _TEACHER_ATTRIBUTES = ("prefix", "suffix", "injection_dim", "answer_dim")
 
 
@@ -78,7 +80,23 @@ class DistillationModel(keras.Model):
         beta: float. Weight of `L_reg`. Defaults to `1.0`.
         importance_threshold: float in [0, 1] or `None`. Defaults to `None`
             (every teacher runs on every row).
+        importance_warmup_steps: int. Skipping starts after this many
+            optimizer steps; before, every teacher runs on every row, so the
+            importances can move away from their initial value (a fresh
+            sigmoid read-out gives 0.5: a threshold above it would otherwise
+            switch every teacher off at step 0, for good). Defaults to `0`.
         importance_normalization: `"sum"` or `"none"`. Defaults to `"sum"`.
+        importance: `"learned"` (the Question Augmenter's `w_k`, the method)
+            or `"uniform"` (ablation "no importance": every `w_k = 1`, so
+            `L_distill = Σ_k mean((sg(a_k) - h_S)²)` and `ŵ_k = 1/K` under
+            `"sum"`; the importance read-outs then get no gradient).
+            Defaults to `"learned"`.
+        question: `"augmented"` (the Question Augmenter's `q_k`, the method)
+            or `"native"` (ablation "fixed question": teacher k answers its
+            own question `native_question(x, prefix(x))`, so its answer is
+            its unmodified last hidden state and only the Answer Augmenter
+            learns; the importances still come from the Question Augmenter).
+            Defaults to `"augmented"`.
         embedding_dim, num_components, intermediate_dim, alignment: passed
             to the default augmenters. Defaults to `64`, `4`, `128`, `"dot"`.
         prefix_caches: list of `PrefixCache` or `None`. A teacher with a
@@ -109,7 +127,10 @@ class DistillationModel(keras.Model):
         alpha=1.0,
         beta=1.0,
         importance_threshold=None,
+        importance_warmup_steps=0,
         importance_normalization="sum",
+        importance="learned",
+        question="augmented",
         embedding_dim=64,
         num_components=4,
         intermediate_dim=128,
@@ -146,13 +167,25 @@ class DistillationModel(keras.Model):
                 f"got {importance_normalization!r}."
             )
 
+        if importance not in IMPORTANCES:
+            raise ValueError(f"`importance` must be one of {IMPORTANCES}, got {importance!r}.")
+        if question not in QUESTIONS:
+            raise ValueError(f"`question` must be one of {QUESTIONS}, got {question!r}.")
+
         # === Config ===
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.importance_threshold = (
             None if importance_threshold is None else float(importance_threshold)
         )
+        if int(importance_warmup_steps) < 0:
+            raise ValueError(
+                f"`importance_warmup_steps` must be >= 0, got {importance_warmup_steps}."
+            )
+        self.importance_warmup_steps = int(importance_warmup_steps)
         self.importance_normalization = importance_normalization
+        self.importance = importance
+        self.question = question
         self.teacher_names = names
         self.prefix_caches = {}
         for cache in prefix_caches or []:
@@ -306,14 +339,22 @@ class DistillationModel(keras.Model):
         `keep` (batch, K; 1.0 where the teacher ran).
         """
         representation, student_hidden = student_features(self.student, x, training=training)
-        y_pred = self.student.head(student_hidden)
+        # Losses in float32 whatever the dtype policy (e.g. mixed_bfloat16).
+        y_pred = ops.cast(self.student.head(student_hidden), "float32")
         task_per_sample = self.task_loss_fn(y, y_pred)
 
         questions, importance = self.question_augmenter(ops.stop_gradient(representation))
+        importance = ops.cast(importance, "float32")
+        if self.importance == "uniform":
+            importance = ops.ones_like(importance)
+        student_hidden = ops.cast(student_hidden, "float32")
         if self.importance_threshold is None:
             keep = ops.ones_like(importance)
         else:
             keep = ops.cast(importance >= self.importance_threshold, importance.dtype)
+            if self.importance_warmup_steps and getattr(self, "optimizer", None) is not None:
+                warming_up = self.optimizer.iterations < self.importance_warmup_steps
+                keep = ops.maximum(keep, ops.cast(warming_up, keep.dtype))
         reg_weights = importance * keep
         if self.importance_normalization == "sum":
             reg_weights = reg_weights / ops.maximum(
@@ -326,29 +367,32 @@ class DistillationModel(keras.Model):
         reg_per_sample = tf.zeros_like(task_per_sample)
         for k, teacher in enumerate(self.teachers):
             if self.importance_threshold is None:
-                rows = None
-                x_k, y_k, q_k, h_k = x, y, questions[k], student_hidden
-            else:
-                rows = tf.cast(tf.where(keep[:, k] > 0)[:, 0], "int32")
-                x_k, y_k, q_k, h_k = _gather_rows((x, y, questions[k], student_hidden), rows)
-            context = self.teacher_context(teacher, x_k)
-            teacher_hidden, teacher_pred = teacher.suffix(q_k, context)
-            answer = self.answer_augmenter.project(k, teacher_hidden)
+                distill_k, reg_k = self._teacher_terms(
+                    k, teacher, x, y, questions[k], student_hidden
+                )
+                distill_per_sample += distill_weights[:, k] * distill_k
+                reg_per_sample += reg_weights[:, k] * reg_k
+                continue
+            rows = tf.cast(tf.where(keep[:, k] > 0)[:, 0], "int32")
 
-            divergence = ops.mean(ops.square(ops.stop_gradient(answer) - h_k), axis=-1)
-            regularizer = self.task_loss_fn(y_k, teacher_pred) + self.task_loss_fn(
-                y_k, self.student.head(answer)
+            def run_on_kept_rows(k=k, teacher=teacher, rows=rows):
+                x_k, y_k, q_k, h_k = _gather_rows((x, y, questions[k], student_hidden), rows)
+                distill_k, reg_k = self._teacher_terms(k, teacher, x_k, y_k, q_k, h_k)
+                return (
+                    _scatter_rows(tf.gather(distill_weights[:, k], rows) * distill_k, rows,
+                                  batch_size),
+                    _scatter_rows(tf.gather(reg_weights[:, k], rows) * reg_k, rows, batch_size),
+                )
+
+            # A batch where the teacher keeps no row does not call it at all (KerasHub's
+            # T5 attention cannot run on 0 rows inside a tf.function).
+            distill_k, reg_k = tf.cond(
+                tf.size(rows) > 0,
+                run_on_kept_rows,
+                lambda: (tf.zeros_like(task_per_sample), tf.zeros_like(task_per_sample)),
             )
-            if rows is None:
-                distill_per_sample += distill_weights[:, k] * divergence
-                reg_per_sample += reg_weights[:, k] * regularizer
-            else:
-                distill_per_sample += _scatter_rows(
-                    tf.gather(distill_weights[:, k], rows) * divergence, rows, batch_size
-                )
-                reg_per_sample += _scatter_rows(
-                    tf.gather(reg_weights[:, k], rows) * regularizer, rows, batch_size
-                )
+            distill_per_sample += distill_k
+            reg_per_sample += reg_k
 
         regularization = (
             tf.nn.scale_regularization_loss(tf.add_n(self.student.losses))
@@ -364,6 +408,19 @@ class DistillationModel(keras.Model):
             "importance": importance,
             "keep": keep,
         }
+
+    def _teacher_terms(self, k, teacher, x, y, question, student_hidden):
+        """Per-row divergence D(sg(a_k), h_S) and regulariser ℓ(y, ŷ_k^T) + ℓ(y, head_S(a_k))."""
+        context = self.teacher_context(teacher, x)
+        if self.question == "native":
+            question = ops.stop_gradient(teacher.native_question(x, context))
+        teacher_hidden, teacher_pred = teacher.suffix(question, context)
+        answer = ops.cast(self.answer_augmenter.project(k, teacher_hidden), "float32")
+        divergence = ops.mean(ops.square(ops.stop_gradient(answer) - student_hidden), axis=-1)
+        regularizer = self.task_loss_fn(y, ops.cast(teacher_pred, "float32")) + (
+            self.task_loss_fn(y, ops.cast(self.student.head(answer), "float32"))
+        )
+        return divergence, regularizer
 
     def teacher_context(self, teacher, x):
         """The teacher's prefix: from its `PrefixCache` when the batch carries it."""

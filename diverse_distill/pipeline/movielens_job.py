@@ -11,9 +11,11 @@ import tensorflow as tf
 
 from diverse_distill.data.movielens import load_movielens
 from diverse_distill.distill.distillation_model import DistillationModel
+from diverse_distill.distill.prefix_cache import PrefixCache
 from diverse_distill.metrics import gap_recovery_rate, regression_metrics
 from diverse_distill.pipeline.finite_loss_guard import InjectNaN
 from diverse_distill.pipeline.importance_histograms import ImportanceHistograms, importances
+from diverse_distill.pipeline.method_params import method_class, method_kwargs
 from diverse_distill.pipeline.run_state import RunState
 from diverse_distill.pipeline.strategy import configure_runtime, make_strategy
 from diverse_distill.pipeline.train_stream import train_stream
@@ -22,9 +24,11 @@ from diverse_distill.pipeline.teacher_factory import (
     TeacherStore,
     build_mlp,
     fit_with_schedule,
+    prefix_cache_dir,
     predict_split,
 )
 from diverse_distill.students.mlp_student import MLPStudent
+from diverse_distill.teachers.mlp_teacher import MLPTeacher
 
 
 def _subsample_train(data, n, seed):
@@ -44,8 +48,18 @@ def _versions():
             "numpy": np.__version__}
 
 
+def _grr(distilled, undistilled, best_teacher):
+    """GRR for a lower-is-better metric; `None` where the teacher does not beat S0."""
+    try:
+        return gap_recovery_rate(distilled, undistilled, best_teacher, higher_is_better=False)
+    except ValueError:
+        return None
+
+
 def _mean_std(values):
     values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return {"mean": None, "std": None, "values": []}
     return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
             "values": [float(v) for v in values]}
 
@@ -79,6 +93,7 @@ class MovieLensJob:
         self.config = config
         self.log = log
         self.timings = {}
+        self.prefix_caches = []
         self.run_state = RunState(config, log=log)
         self.strategy = None  # set by `run`
 
@@ -111,32 +126,53 @@ class MovieLensJob:
         self.log(f"data: {data}")
         return data
 
-    def datasets(self, data, extra_features, seed):
+    def datasets(self, data, extra_features, seed, with_prefix_caches=False):
         c = self.config
-        train = train_stream(data, c.batch_size, seed, extra_features["train"])
+        caches = self.prefix_caches if with_prefix_caches else []
+        train_extra = extra_features["train"]
+        if caches:  # each batch carries its row numbers; the cached prefixes are looked up
+            train_extra = {**train_extra, "__row__": np.arange(data.num_examples["train"])}
+        train = train_stream(data, c.batch_size, seed, train_extra)
+        for cache in caches:
+            train = train.map(cache.dataset_lookup(), num_parallel_calls=1)
         val = data.as_dataset("validation", 512, extra_features=extra_features["validation"])
         test = data.as_dataset("test", 512, extra_features=extra_features["test"])
         return train, val, test
+
+    def build_prefix_caches(self, teachers, extra_features):
+        """Caches the language teachers' prefixes over the train split (`--prefix_cache`)."""
+        c = self.config
+        caches = []
+        if c.prefix_cache == "none":
+            return caches
+        for teacher in teachers:
+            if isinstance(teacher, MLPTeacher):
+                continue  # nothing before an MLP teacher's injection point
+            directory = prefix_cache_dir(c, teacher) if c.prefix_cache == "disk" else None
+            cache = PrefixCache(teacher, storage_dtype=c.prefix_cache_dtype, directory=directory)
+            with self._phase(f"prefix_cache_{teacher.name}"):
+                if directory is None:
+                    cache.build(extra_features["train"], log=self.log)
+                else:
+                    cache.open_or_build(extra_features["train"], log=self.log)
+            self.log(f"prefix cache {teacher.name}: {cache.nbytes / 2**30:.2f} GiB "
+                     f"({c.prefix_cache_dtype}, built in {cache.seconds:.0f} s)")
+            caches.append(cache)
+        return caches
 
     def build_student(self, data, seed):
         keras.utils.set_random_seed(seed)
         return build_mlp(self.config, data, self.config.student_hidden_units, name="student",
                          dropout=self.config.student_dropout, cls=MLPStudent)
 
-    def build_method(self, student, teachers):
+    def build_method(self, student, teachers, seed=None):
+        """`--method` on the committee: its flags, `--teacher_index` and `--method_params`."""
         c = self.config
+        kwargs = method_kwargs(c, seed=seed)  # pipeline/method_params.py
         if c.method == "diverse_distill":
-            return DistillationModel(
-                student, teachers, alpha=c.alpha, beta=c.beta,
-                importance_threshold=c.threshold,
-                importance_normalization=c.importance_normalization,
-                embedding_dim=c.question_embedding_dim, num_components=c.num_components,
-                intermediate_dim=c.module_intermediate_dim, alignment=c.alignment,
-                name="diverse_distill",
-            )
-        from diverse_distill.baselines.registry import get_method
-
-        return get_method(c.method)(student, teachers, alpha=c.alpha)
+            return DistillationModel(student, teachers, prefix_caches=self.prefix_caches,
+                                     name="diverse_distill", **kwargs)
+        return method_class(c.method)(student, teachers, **kwargs)
 
     def callbacks(self, phase):
         return [keras.callbacks.TensorBoard(os.path.join(self.config.output_dir, "tensorboard", phase))]
@@ -166,16 +202,25 @@ class MovieLensJob:
         c = self.config
         phase = f"s0_seed{seed}" if teachers is None else f"{c.method}_seed{seed}"
         finished = self.run_state.load(phase)
+        s0_cache = os.path.join(c.cache_dir, c.s0_key(seed), "record.json")
+        if teachers is None and finished is None and os.path.exists(s0_cache):
+            # S0 does not depend on the method or the committee: train it once per seed.
+            with open(s0_cache) as f:
+                record = json.load(f)
+            self.log(f"[{phase}] loaded from the S0 cache {s0_cache}")
+            return None, record
         if finished is not None:
             need_weights = teachers is not None and c.export_student and seed == c.seeds[0]
             return self._finished_student(data, extra_features, seed, phase, finished, need_weights)
         keras.utils.set_random_seed(seed)  # the same shuffle seeds in a rerun
-        train_ds, val_ds, test_ds = self.datasets(data, extra_features, seed)
+        train_ds, val_ds, test_ds = self.datasets(
+            data, extra_features, seed, with_prefix_caches=teachers is not None
+        )
         with self._scope():
             student = self.build_student(data, seed)
         with self._phase(phase):
             with self._scope():
-                model = student if teachers is None else self.build_method(student, teachers)
+                model = student if teachers is None else self.build_method(student, teachers, seed)
                 model.compile(optimizer=keras.optimizers.Adagrad(c.learning_rate), loss="mse")
             callbacks = self.callbacks(phase)
             if teachers is not None and hasattr(model, "question_augmenter"):
@@ -202,10 +247,18 @@ class MovieLensJob:
                 for key in (f"importance_{t.name}", f"pass_fraction_{t.name}"):
                     if key in history:
                         record[key] = float(np.mean(history[key]))
+            stats = [k for k in getattr(model, "stat_names", list)() if k in history]
+            if stats:  # a baseline's own logs (teacher weights, conflict fraction, ...)
+                record["method_stats"] = {k: float(np.mean(history[k])) for k in stats}
             if hasattr(model, "question_augmenter"):
                 record["validation_importance"] = self.save_importances(model, val_ds, phase)
         self.run_state.save(phase, record, student)
         self.run_state.clear_backup(phase)
+        if teachers is None:
+            os.makedirs(os.path.dirname(s0_cache), exist_ok=True)
+            with open(s0_cache + ".tmp", "w") as f:
+                json.dump(record, f)
+            os.replace(s0_cache + ".tmp", s0_cache)
         return student, record
 
     def save_importances(self, model, val_ds, phase):
@@ -244,10 +297,16 @@ class MovieLensJob:
         teachers, teacher_info = [], {}
         for name in c.teachers:
             with self._phase(f"teacher_{name}"), self._scope():
+                # --mixed_precision=bf16: teachers compute in bfloat16 (float32 weights); the
+                # student and the augmenters stay float32, as every loss (docs/performance.md).
+                keras.mixed_precision.set_global_policy(
+                    "mixed_bfloat16" if c.mixed_precision == "bf16" else "float32")
                 try:
                     teacher, info = store.get(name)
                 except ValueError as error:
                     raise _teacher_error(name, error) from error
+                finally:
+                    keras.mixed_precision.set_global_policy("float32")
             teachers.append(teacher)
             teacher_info[name] = info
             self.log(f"teacher {name}: test MSE {info['test']['mse']:.4f} "
@@ -258,17 +317,19 @@ class MovieLensJob:
             with open(os.path.join(c.output_dir, "teachers.json"), "w") as f:
                 json.dump(teacher_info, f, indent=2)
             return {"teachers": teacher_info}
+        self.prefix_caches = self.build_prefix_caches(teachers, extra_features)
 
         runs = []
         for seed in c.seeds:
             student, s0 = self.train_student(data, extra_features, seed)
             student, distilled = self.train_student(data, extra_features, seed, teachers)
-            grr = {m: gap_recovery_rate(distilled["test"][m], s0["test"][m],
-                                        teacher_info[best_teacher]["test"][m])
+            grr = {m: _grr(distilled["test"][m], s0["test"][m],
+                           teacher_info[best_teacher]["test"][m])
                    for m in ("mse", "rmse", "mae")}
             runs.append({"seed": seed, "s0": s0, "distilled": distilled, "grr": grr})
             self.log(f"seed {seed}: S0 MSE {s0['test']['mse']:.4f}  distilled MSE "
-                     f"{distilled['test']['mse']:.4f}  GRR {100 * grr['mse']:.1f} %")
+                     f"{distilled['test']['mse']:.4f}  GRR "
+                     + ("undefined" if grr["mse"] is None else f"{100 * grr['mse']:.1f} %"))
             if c.export_student and seed == c.seeds[0]:
                 path = os.path.join(c.output_dir, "student")
                 from diverse_distill.export import export_student
@@ -290,7 +351,16 @@ class MovieLensJob:
             "s0": {m: _mean_std([r["s0"]["test"][m] for r in runs]) for m in ("mse", "rmse", "mae")},
             "distilled": {m: _mean_std([r["distilled"]["test"][m] for r in runs])
                           for m in ("mse", "rmse", "mae")},
-            "grr": {m: _mean_std([r["grr"][m] for r in runs]) for m in ("mse", "rmse", "mae")},
+            # GRR per seed is undefined where S0 beats the teacher (None); the GRR of the
+            # seed means is the more stable summary when the gap is small.
+            "grr": {m: _mean_std([r["grr"][m] for r in runs if r["grr"][m] is not None])
+                    for m in ("mse", "rmse", "mae")},
+            "grr_of_means": {m: _grr(np.mean([r["distilled"]["test"][m] for r in runs]),
+                                     np.mean([r["s0"]["test"][m] for r in runs]),
+                                     teacher_info[best_teacher]["test"][m])
+                             for m in ("mse", "rmse", "mae")},
+            "paired_difference": {m: _mean_std([r["distilled"]["test"][m] - r["s0"]["test"][m]
+                                                for r in runs]) for m in ("mse", "rmse", "mae")},
         }
         for name in c.teachers:
             for key in (f"importance_{name}", f"pass_fraction_{name}"):
@@ -322,8 +392,11 @@ class MovieLensJob:
             row = s[key]
             lines.append(f"{label:<28}{row['mse']['mean']:>11.4f} ± {row['mse']['std']:.4f}"
                          f"{row['rmse']['mean']:>13.4f}{row['mae']['mean']:>13.4f}")
-        g = s["grr"]["mse"]
-        lines.append(f"GRR (MSE, vs {metrics['best_teacher']}): {100 * g['mean']:.1f} % ± {100 * g['std']:.1f}")
+        g, d = s["grr_of_means"]["mse"], s["paired_difference"]["mse"]
+        lines.append(f"distilled - S0 (MSE, paired by seed): {d['mean']:+.4f} ± {d['std']:.4f}")
+        lines.append(f"GRR (MSE of the seed means, vs {metrics['best_teacher']}): "
+                     + ("undefined: the best teacher does not beat S0" if g is None
+                        else f"{100 * g:.1f} %"))
         for key, value in s.items():
             if key.startswith(("importance_", "pass_fraction_")):
                 lines.append(f"{key}: {value['mean']:.3f}")

@@ -79,7 +79,8 @@ class PhaseBackup(keras.callbacks.BackupAndRestore):
         try:
             with open(self._training_metadata_path) as f:
                 metadata = json.load(f)
-            return metadata if os.path.isdir(os.path.join(self.backup_dir, metadata["dir"])) else None
+            folder = os.path.join(self.backup_dir, metadata["dir"])
+            return metadata if os.path.isdir(folder) else None
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(
                 f"The checkpoint pointer {self._training_metadata_path} is unreadable ({error}). "

@@ -1,5 +1,6 @@
 """What a run has finished and where its checkpoints are, so a rerun resumes it."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -7,6 +8,14 @@ import shutil
 # Fields that change nothing in the results: a rerun may change them and still resume.
 COSMETIC_FIELDS = ("output_dir", "cache_dir", "verbose", "export_student", "debug", "resume",
                    "only_teachers")
+
+
+def _defaults(config):
+    """The JobConfig field defaults, JSON-normalised (tuples -> lists)."""
+    if not dataclasses.is_dataclass(config):
+        return {}
+    return json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(config)
+                                  if f.default is not dataclasses.MISSING}))
 
 
 class RunState:
@@ -60,8 +69,10 @@ class RunState:
         if os.path.exists(path) and started:
             with open(path) as f:
                 previous = json.load(f)
+            # A field added to JobConfig after the run started compares at its default.
+            defaults = _defaults(c)
             changed = sorted(k for k in set(current) | set(previous)
-                             if current.get(k) != previous.get(k))
+                             if current.get(k, defaults.get(k)) != previous.get(k, defaults.get(k)))
             if changed:
                 detail = ", ".join(f"--{k}: {previous.get(k)!r} -> {current.get(k)!r}"
                                    for k in changed[:4])
@@ -70,7 +81,11 @@ class RunState:
                     "Rerun with the same flags to resume it, pass --noresume to discard it, "
                     "or choose another --output_dir."
                 )
-            self.log(f"resuming {c.output_dir}: finished phases {done}")
+            running = []
+            if os.path.isdir(self.backup_root):
+                running = sorted(os.listdir(self.backup_root))
+            self.log(f"resuming {c.output_dir}: finished phases {done or 'none'}, "
+                     f"checkpoints of {running or 'none'}")
         else:  # nothing to resume: (re)start with this configuration
             os.makedirs(self.phases_dir, exist_ok=True)
             with open(path + ".tmp", "w") as f:

@@ -159,6 +159,13 @@ def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbo
     return record.history, best
 
 
+def prefix_cache_dir(config, teacher):
+    """Where the memory-mapped prefix cache of a language teacher lives."""
+    key, _ = config.teacher_key(teacher.name)
+    mode = getattr(teacher, "suffix_mode", "decoder")
+    return os.path.join(config.cache_dir, key, f"prefix_{mode}_{config.prefix_cache_dtype}")
+
+
 class TeacherStore:
     """Trains each teacher once and caches its weights under a key of (config, seed).
 
@@ -183,6 +190,22 @@ class TeacherStore:
         val = self.data.as_dataset("validation", 512, extra_features=self.extra_features["validation"])
         test = self.data.as_dataset("test", 512, extra_features=self.extra_features["test"])
         return train, val, test
+
+    def _fit_probe(self, teacher):
+        """Frozen language model + ridge head; shares its train prefix pass with the cache."""
+        from diverse_distill.distill.prefix_cache import PrefixCache
+        from diverse_distill.pipeline.language_probe import fit_probe_head
+
+        c = self.config
+        cache = None
+        if c.prefix_cache == "disk":
+            cache = PrefixCache(teacher, storage_dtype=c.prefix_cache_dtype,
+                                directory=prefix_cache_dir(c, teacher))
+            cache.open_or_build(self.extra_features["train"], log=print)
+        result = fit_probe_head(teacher, self.data, self.extra_features, train_cache=cache)
+        sample = {k: v[:2] for k, v in self.extra_features["validation"].items()}
+        teacher(sample, training=False)  # marks the teacher built (for count_params and saving)
+        return result
 
     def get(self, name):
         """Returns `(teacher, info)`: a `SplitTeacher` and its metrics and provenance."""
@@ -225,21 +248,27 @@ class TeacherStore:
             return teacher, info
 
         start = time.time()
-        keras.utils.set_random_seed(c.teacher_seed)
-        trainable.compile(optimizer=optimizer, loss="mse")
         backup_dir = os.path.join(c.output_dir, "backup", f"teacher_{key}")
-        history, best = fit_with_schedule(
-            trainable, train_ds, val_ds, steps, c.eval_every, trainable, c.verbose,
-            checkpoint_every=c.checkpoint_every, backup_dir=backup_dir, phase=f"teacher_{name}",
-        )
+        if name not in MLP_TEACHERS and c.lm_finetune == "head":
+            history, best_epoch = self._fit_probe(teacher), None
+        else:
+            keras.utils.set_random_seed(c.teacher_seed)
+            trainable.compile(optimizer=optimizer, loss="mse")
+            history, best = fit_with_schedule(
+                trainable, train_ds, val_ds, steps, c.eval_every, trainable, c.verbose,
+                checkpoint_every=c.checkpoint_every, backup_dir=backup_dir,
+                phase=f"teacher_{name}",
+            )
+            best_epoch = best.best_epoch
         info = {
             "name": name,
             "key": key,
             "spec": spec,
             "num_params": int(trainable.count_params()),
             "train_seconds": time.time() - start,
-            "best_epoch": best.best_epoch,
-            "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+            "best_epoch": best_epoch,
+            "history": {k: [float(v) for v in vals] if isinstance(vals, list) else vals
+                        for k, vals in history.items()},
             "test": regression_metrics(self.data.test["rating"], predict_split(teacher, test_ds)),
             "validation": regression_metrics(
                 self.data.validation["rating"], predict_split(teacher, val_ds)

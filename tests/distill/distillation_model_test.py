@@ -248,11 +248,42 @@ class SkippingTest(TestCase):
         plain.compile(optimizer="sgd", loss="mse")
         logs = model.train_on_batch(x, y, return_dict=True)
         plain.train_on_batch(x, y)
-        self.assertEqual([t.rows_seen for t in model.teachers], [[0], [0]])
+        self.assertEqual([t.rows_seen for t in model.teachers], [[], []])  # never called
         self.assertEqual(logs["distill_loss"], 0.0)
         self.assertEqual(logs["reg_loss"], 0.0)
         for a, b in zip(model.student.get_weights(), plain.get_weights()):
             self.assertAllClose(a, b, atol=1e-7, rtol=0)
+
+    def test_warmup_runs_every_row_before_skipping_starts(self):
+        x, y = make_data(n=16)
+        student, teachers = make_committee()
+        counting = [CountingTeacher(t.model, name=t.name) for t in teachers]
+        model = DistillationModel(
+            student, counting, importance_threshold=1.0, importance_warmup_steps=2,
+            embedding_dim=5, num_components=2, intermediate_dim=0,
+        )
+        model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        self.assertEqual([t.rows_seen for t in model.teachers], [[16, 16], [16, 16]])
+        with pytest.raises(ValueError, match="importance_warmup_steps"):
+            DistillationModel(student, teachers, importance_warmup_steps=-1)
+
+    def test_a_batch_with_no_kept_row_never_calls_the_teacher_in_graph_mode(self):
+        from diverse_distill.teachers.t5_teacher import T5Teacher
+
+        x, y = make_data(n=8)
+        rng = np.random.default_rng(0)
+        x["t5_token_ids"] = rng.integers(2, 90, (8, 6)).astype("int32")
+        x["t5_padding_mask"] = np.ones((8, 6), "int32")
+        student, _ = make_committee()
+        model = DistillationModel(student, [T5Teacher.tiny(num_layers=2, name="t5")],
+                                  importance_threshold=1.0, embedding_dim=5,
+                                  num_components=2, intermediate_dim=0)
+        model.compile(optimizer="sgd", loss="mse")  # a tf.function, no run_eagerly
+        logs = model.train_on_batch(x, y, return_dict=True)
+        self.assertEqual(logs["pass_fraction_t5"], 0.0)
+        self.assertEqual(logs["reg_loss"], 0.0)
 
     def test_skipping_refuses_xla(self):
         model = make_model(importance_threshold=0.5)

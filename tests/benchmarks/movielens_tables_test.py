@@ -1,0 +1,127 @@
+"""`benchmarks/movielens_tables.py`: the `--quick` path end to end, and its protocol pieces."""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, "benchmarks", "movielens_tables.py")
+ALL_METHODS = ("ld", "fd", "sckd", "diverse_distill", "mt", "amtml", "autoskd", "aekd")
+
+
+def tables_module():
+    """The script as a module (imported once: it defines absl flags)."""
+    name = "benchmarks_movielens_tables"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def run_script(*args, timeout=900):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """Every method once: Table 3 on MLP-L, Table 5 on MLP-L + MLP-M; 2 seeds, 1 trial.
+
+    (The default --quick adds the tiny language teacher, Table 4 and the
+    ablations; this subset keeps the test short while covering every method.)
+    """
+    out = tmp_path_factory.mktemp("tables")
+    result = run_script("--quick", f"--output_dir={out}", "--tables=3,5",
+                        "--single_teachers=mlp_l", "--table5_committee=mlp_l+mlp_m")
+    assert result.returncode == 0, result.stderr[-4000:]
+    with open(out / "tables.json") as f:
+        return out, json.load(f), result
+
+
+def _finite(stat):
+    return all(math.isfinite(v) for v in [stat["mean"], stat["std"], *stat["values"]])
+
+
+def test_json_has_every_method_row_with_finite_values(quick_run):
+    _, tables, _ = quick_run
+    rows = tables["rows"]
+    assert {r["method"] for r in rows} == set(ALL_METHODS)
+    assert sorted(r["method"] for r in rows if r["table"] == "3") == sorted(
+        ["ld", "fd", "sckd", "diverse_distill"])
+    assert sorted(r["method"] for r in rows if r["table"] == "5") == sorted(
+        ["mt", "amtml", "autoskd", "aekd", "diverse_distill"])
+    for row in rows:
+        for key in ("test_mse", "test_rmse", "test_mae", "grr", "s0_test_mse"):
+            assert _finite(row[key]), (row["unit"], key, row[key])
+            assert len(row[key]["values"]) == 2  # one per seed
+        assert math.isfinite(row["validation_mse_tuning_seed"])
+        assert row["trials"] == 1
+
+
+def test_p_values_lie_in_zero_one(quick_run):
+    _, tables, _ = quick_run
+    tested = 0
+    for row in tables["rows"]:
+        for test in (row["vs_s0"], row["vs_reference"]):
+            if test is None or test["p_value"] is None:
+                continue
+            assert 0.0 <= test["p_value"] <= 1.0, (row["unit"], test)
+            assert test["df"] == 1
+            tested += 1
+        if row["method"] != "diverse_distill":
+            assert row["vs_reference"]["p_value"] is not None, row["unit"]
+    assert tested >= len(ALL_METHODS)
+
+
+def test_markdown_and_chart_are_written(quick_run):
+    out, _, _ = quick_run
+    text = (out / "tables.md").read_text()
+    for heading in ("Table 3", "Table 5", "--quick", "python benchmarks/movielens_tables.py"):
+        assert heading in text
+    with open(out / "tables_grr.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_refuses_docs(tmp_path):
+    result = run_script("--quick", f"--output_dir={os.path.join(REPO, 'docs', 'results')}",
+                        timeout=120)
+    assert result.returncode != 0
+    assert "docs" in result.stderr
+
+
+def test_every_method_gets_the_same_number_of_trials():
+    tables = tables_module()
+    for trials in (1, 3, 8):
+        for method in tables.SEARCH_SPACES:
+            configs = tables.search_configurations(method, 2, trials, 0, f"{method}-x")
+            assert len(configs) == trials, method
+            assert configs[0] == {k: tables.DEFAULTS[k] for k in tables.SEARCH_SPACES[method]}
+            assert len({json.dumps(c, sort_keys=True) for c in configs}) == trials
+            again = tables.search_configurations(method, 2, trials, 0, f"{method}-x")
+            assert configs == again  # seeded
+    aekd = tables.search_configurations("aekd", 3, 8, 0, "aekd-x")
+    assert all(c["max_weight"] * 3 >= 1 for c in aekd)
+
+
+def test_plan_references_diverse_distill_on_the_same_teachers():
+    tables = tables_module()
+    units, rows = tables.plan(["3", "4", "5"], True, ["mlp_l", "lm"], ["mlp_l", "mlp_l+lm"],
+                              "mlp_l+lm", "minilm")
+    for row in rows:
+        unit = units[row["unit"]]
+        if row["reference"]:
+            reference = units[row["reference"]]
+            assert reference.method == "diverse_distill" and reference.variant == "full"
+            assert reference.teachers == unit.teachers
+    assert units["diverse_distill-mlp_l+minilm"].teachers == ("mlp_l", "minilm")
+    # Shared rows are tuned and run once.
+    assert sum(r["unit"] == "diverse_distill-mlp_l+minilm" for r in rows) == 3
+    assert len(units) == len({r["unit"] for r in rows})

@@ -1,0 +1,178 @@
+"""`--method`, `--teacher_index`, `--method_params`: every method is buildable from the job."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from diverse_distill.baselines import available_methods
+from diverse_distill.baselines.registry import get_method
+from diverse_distill.models.mlp_recommender import MLPRecommender
+from diverse_distill.pipeline.job_config import JobConfig
+from diverse_distill.pipeline.method_params import method_kwargs, parse_method_params
+from diverse_distill.pipeline.movielens_job import MovieLensJob
+from diverse_distill.students.mlp_student import MLPStudent
+from diverse_distill.teachers.mlp_teacher import MLPTeacher
+
+FEATURES = {"user_id": 7, "item_id": 11}
+ALL_METHODS = ("ld", "fd", "sckd", "mt", "amtml", "autoskd", "aekd", "diverse_distill")
+
+
+def config(**kwargs):
+    kwargs.setdefault("movielens_dir", "unused")
+    return JobConfig(**kwargs)
+
+
+def committee(names=("mlp_l", "mlp_m")):
+    keras.utils.set_random_seed(0)
+    student = MLPStudent(FEATURES, embedding_dims=3, hidden_units=(5, 4), name="student")
+    teachers = [MLPTeacher(MLPRecommender(FEATURES, embedding_dims=4, hidden_units=(6,)),
+                           name=n) for n in names]
+    return student, teachers
+
+
+def test_every_method_is_registered():
+    assert set(ALL_METHODS) <= set(available_methods())
+
+
+def test_parse_method_params():
+    assert parse_method_params("") == {}
+    assert parse_method_params(" max_weight=0.8 , seed=3,") == {"max_weight": "0.8", "seed": "3"}
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_method_params("max_weight")
+    with pytest.raises(ValueError, match="twice"):
+        parse_method_params("seed=1,seed=2")
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_build_method_trains_every_method(method, tmp_path):
+    names = ("mlp_l",) if method in ("ld", "fd", "sckd") else ("mlp_l", "mlp_m")
+    c = config(method=method, teachers=names, alpha=0.3, output_dir=str(tmp_path))
+    student, teachers = committee(names)
+    model = MovieLensJob(c).build_method(student, teachers, seed=4)
+    assert isinstance(model, get_method(method))
+    assert model.alpha == pytest.approx(0.3)
+    model.compile(optimizer=keras.optimizers.Adagrad(0.05), loss="mse")
+    x = {"user_id": np.arange(8) % 7, "item_id": np.arange(8) % 11}
+    logs = model.train_on_batch(x, np.ones((8, 1), "float32"), return_dict=True)
+    assert all(np.isfinite(float(v)) for v in logs.values())
+
+
+def test_typed_method_params_reach_the_constructor(tmp_path):
+    cases = {
+        "aekd": ("max_weight=0.8", {"max_weight": 0.8}),
+        "amtml": ("detach_features=false", {"detach_features": False}),
+        "autoskd": ("policy_learning_rate=2,baseline_momentum=0.5,initial_logits=0:1",
+                    {"policy_learning_rate": 2.0, "baseline_momentum": 0.5,
+                     "initial_logits": [0.0, 1.0]}),
+        "diverse_distill": ("importance=uniform,question=native",
+                            {"importance": "uniform", "question": "native"}),
+    }
+    for method, (text, expected) in cases.items():
+        c = config(method=method, teachers=("mlp_l", "mlp_m"), method_params=text,
+                   output_dir=str(tmp_path))
+        model = MovieLensJob(c).build_method(*committee(), seed=0)
+        for key, value in expected.items():
+            assert getattr(model, key) == value, (method, key)
+
+
+def test_sckd_distill_target_and_teacher_index(tmp_path):
+    c = config(method="sckd", teachers=("mlp_l", "mlp_m"), teacher_index=1,
+               method_params="distill_target=hidden", output_dir=str(tmp_path))
+    student, teachers = committee()
+    model = MovieLensJob(c).build_method(student, teachers)
+    assert model.distill_target == "hidden"
+    assert model.teacher.name == "mlp_m"
+
+
+def test_autoskd_gets_the_run_seed_unless_given():
+    assert method_kwargs(config(method="autoskd", teachers=("mlp_l", "mlp_m")), seed=7)[
+        "seed"] == 7
+    given = config(method="autoskd", teachers=("mlp_l", "mlp_m"), method_params="seed=3")
+    assert method_kwargs(given, seed=7)["seed"] == 3
+
+
+def test_beta_flag_reaches_amtml_and_diverse_distill():
+    for method in ("amtml", "diverse_distill"):
+        assert method_kwargs(config(method=method, teachers=("mlp_l", "mlp_m"), beta=0.25))[
+            "beta"] == 0.25
+    assert "beta" not in method_kwargs(config(method="mt", teachers=("mlp_l", "mlp_m")))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(method="ld", teachers=("mlp_l", "mlp_m")), "--teacher_index"),
+    (dict(method="ld", teachers=("mlp_l", "mlp_m"), teacher_index=2), "out of range"),
+    (dict(method="mt", teachers=("mlp_l", "mlp_m"), teacher_index=0), "single-teacher"),
+    (dict(method="aekd", teachers=("mlp_l", "mlp_m"), method_params="max_wieght=0.8"),
+     r"unknown key\(s\) \['max_wieght'\] for --method=aekd .*it takes: max_weight"),
+    (dict(method="ld", method_params="temperature=2"), r"unknown key\(s\) \['temperature'\]"),
+    (dict(method="aekd", teachers=("mlp_l", "mlp_m"), method_params="alpha=2"), "--alpha"),
+    (dict(method="diverse_distill", method_params="alignment=softmax"), "--alignment"),
+    (dict(method="aekd", teachers=("mlp_l", "mlp_m"), method_params="max_weight=big"),
+     "takes a number"),
+    (dict(method="amtml", teachers=("mlp_l", "mlp_m"), method_params="detach_features=maybe"),
+     "true or false"),
+    (dict(method="distill_everything"), "Unknown distillation method"),
+])
+def test_bad_method_flags_fail_at_config_time(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        config(**kwargs)
+
+
+def test_new_fields_keep_old_runs_resumable(tmp_path):
+    """A run started before --teacher_index/--method_params existed still resumes."""
+    import json
+    import os
+
+    from diverse_distill.pipeline.run_state import RunState
+
+    c = config(output_dir=str(tmp_path))
+    state = RunState(c, log=lambda m: None)
+    state.start()
+    state.save("s0_seed0", {"test": {"mse": 1.0}})
+    path = os.path.join(state.phases_dir, "config.json")
+    with open(path) as f:
+        old = json.load(f)
+    del old["teacher_index"], old["method_params"]
+    with open(path, "w") as f:
+        json.dump(old, f)
+    RunState(c, log=lambda m: None).start()  # no "different configuration" error
+    changed = dataclasses.replace(c, method_params="importance=uniform")
+    with pytest.raises(ValueError, match="different configuration"):
+        RunState(changed, log=lambda m: None).start()
+
+
+def test_bin_train_runs_a_baseline_on_one_teacher_of_a_committee(tiny_data, tmp_path):
+    """`bin/train --method=sckd --teacher_index=1 --method_params=...` end to end."""
+    import json
+
+    from tests.pipeline import train_runner
+
+    args = [a for a in train_runner.TINY_ARGS
+            if not a.startswith(("--teachers=", "--importance_threshold="))]
+    result = train_runner.run(
+        "train", *args, "--teachers=mlp_s,mlp_m", "--method=sckd", "--teacher_index=1",
+        "--method_params=distill_target=hidden", f"--movielens_dir={tiny_data}",
+        f"--output_dir={tmp_path / 'out'}", f"--cache_dir={tmp_path / 'cache'}",
+        "--noexport_student", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["method"] == "sckd"
+    assert metrics["config"]["teacher_index"] == 1
+    stats = metrics["runs"][0]["distilled"]["method_stats"]
+    assert 0.0 <= stats["conflict_fraction"] <= 1.0
+    assert np.isfinite(metrics["summary"]["distilled"]["mse"]["mean"])
+
+
+def test_bin_train_unknown_method_param_is_one_line(tmp_path):
+    from tests.pipeline import train_runner
+
+    result = train_runner.run("train", "--method=aekd", "--teachers=mlp_s,mlp_m",
+                              "--method_params=max_wieght=0.8", "--movielens_dir=unused",
+                              f"--output_dir={tmp_path}", timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: --method_params: unknown key(s) ['max_wieght']")
+    assert "max_weight" in lines[-1]
+    assert "Traceback" not in result.stderr
