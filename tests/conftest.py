@@ -16,3 +16,18 @@ try:
     )
 except RuntimeError:  # devices already initialised by another conftest
     pass
+
+_MIRRORED = []
+
+
+def shared_mirrored_strategy():
+    """One MirroredStrategy per test process.
+
+    Each new strategy restarts TensorFlow's collective instance keys, so a
+    second strategy whose all-reduce shapes differ from the first one's fails
+    with "Shape mismatch in the collective instance"; tests share this one.
+    """
+    if not _MIRRORED:
+        devices = tf.config.list_logical_devices("CPU")
+        _MIRRORED.append(tf.distribute.MirroredStrategy([d.name for d in devices[:2]]))
+    return _MIRRORED[0]

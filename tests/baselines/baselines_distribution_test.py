@@ -1,6 +1,8 @@
 import keras
 import tensorflow as tf
 
+from tests.conftest import shared_mirrored_strategy
+
 from diverse_distill.baselines import get_method
 from tests.baselines.baseline_helpers import make_data, make_student, make_teachers
 from tests.test_case import TestCase
@@ -30,7 +32,7 @@ class MirroredStrategyTest(TestCase):
         # One MirroredStrategy for every model: fresh strategies in one process
         # restart TF's collective instance keys, and collectives of different
         # shapes then collide ("Shape mismatch in the collective instance").
-        mirrored = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+        mirrored = shared_mirrored_strategy()
         one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
         for name in CASES:
             one, one_weights = self._run(one_device, name)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import shared_mirrored_strategy
+
 from diverse_distill import (
     DistillationModel,
     MLPRecommender,
@@ -329,7 +331,7 @@ class DistributionTest(TestCase):
         for threshold in (None, 0.5):
             one, one_weights = self._run(tf.distribute.OneDeviceStrategy("/cpu:0"), threshold)
             two, two_weights = self._run(
-                tf.distribute.MirroredStrategy([d.name for d in devices[:2]]), threshold
+                shared_mirrored_strategy(), threshold
             )
             for key in ("loss", "task_loss", "distill_loss", "reg_loss"):
                 self.assertAllClose(one[key], two[key], atol=1e-5, rtol=0, msg=key)
