@@ -8,10 +8,10 @@ import tensorflow as tf
 from diverse_distill.baselines.baseline_distiller import (
     BaselineDistiller,
     all_reduce_sum,
-    global_mean,
     squared_error,
 )
 from diverse_distill.baselines.registry import register_method
+from diverse_distill.distill.losses import global_mean
 
 MAX_TEACHERS = 10
 

@@ -6,10 +6,10 @@ from keras import ops
 from diverse_distill.baselines.baseline_distiller import (
     BaselineDistiller,
     all_reduce_sum,
-    global_mean,
     squared_error,
 )
 from diverse_distill.baselines.registry import register_method
+from diverse_distill.distill.losses import global_mean
 from diverse_distill.students.student import student_features
 
 

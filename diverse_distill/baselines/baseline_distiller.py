@@ -4,20 +4,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from diverse_distill.distill.losses import per_sample_loss_fn
+from diverse_distill.distill.losses import global_mean, num_replicas, per_sample_loss_fn
 from diverse_distill.students.student import student_features, validate_student
 
 SPLIT_TEACHER_ATTRIBUTES = ("prefix", "suffix", "native_question", "answer_dim")
-
-
-def num_replicas():
-    """Replicas in sync under the current `tf.distribute` strategy."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def global_mean(per_sample, sample_weight=None):
-    """Mean over the *global* batch, as `keras.losses` reduce under tf.distribute."""
-    return tf.nn.compute_average_loss(per_sample, sample_weight=sample_weight)
 
 
 def all_reduce_sum(values):

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from diverse_distill.distill.losses import per_sample_loss_fn
+from diverse_distill.distill.losses import global_mean, num_replicas, per_sample_loss_fn
 from diverse_distill.layers.answer_augmenter import AnswerAugmenter
 from diverse_distill.layers.question_augmenter import QuestionAugmenter
 from diverse_distill.students.student import student_features, validate_student
@@ -13,15 +13,6 @@ IMPORTANCE_NORMALIZATIONS = ("sum", "none")
 IMPORTANCES = ("learned", "uniform")  # ablations: see the class docstring
 QUESTIONS = ("augmented", "native")
 _TEACHER_ATTRIBUTES = ("prefix", "suffix", "injection_dim", "answer_dim")
-
-
-def _num_replicas():
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _average(per_sample, sample_weight=None):
-    """Mean over the *global* batch, as `keras.losses` reduce under tf.distribute."""
-    return tf.nn.compute_average_loss(per_sample, sample_weight=sample_weight)
 
 
 def _gather_rows(structure, indices):
@@ -401,9 +392,9 @@ class DistillationModel(keras.Model):
         )
         return {
             "y_pred": y_pred,
-            "task_loss": _average(task_per_sample, sample_weight),
-            "distill_loss": _average(distill_per_sample, sample_weight),
-            "reg_loss": _average(reg_per_sample, sample_weight),
+            "task_loss": global_mean(task_per_sample, sample_weight),
+            "distill_loss": global_mean(distill_per_sample, sample_weight),
+            "reg_loss": global_mean(reg_per_sample, sample_weight),
             "regularization_loss": regularization,
             "importance": importance,
             "keep": keep,
@@ -455,7 +446,7 @@ class DistillationModel(keras.Model):
     def _update_trackers(self, losses, total_loss):
         # Losses are divided by the number of replicas (global-batch means);
         # the trackers report the per-batch mean, so multiply it back.
-        n = _num_replicas()
+        n = num_replicas()
         self.total_loss_tracker.update_state(total_loss * n)
         self.task_loss_tracker.update_state(losses["task_loss"] * n)
         self.distill_loss_tracker.update_state(losses["distill_loss"] * n)
@@ -467,8 +458,8 @@ class DistillationModel(keras.Model):
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self.student(x, training=False)
-        task_loss = _average(self.task_loss_fn(y, y_pred), sample_weight)
-        n = _num_replicas()
+        task_loss = global_mean(self.task_loss_fn(y, y_pred), sample_weight)
+        n = num_replicas()
         self.total_loss_tracker.update_state(task_loss * n)
         self.task_loss_tracker.update_state(task_loss * n)
         self.compute_metrics(x, y, y_pred, sample_weight)

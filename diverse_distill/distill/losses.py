@@ -1,7 +1,18 @@
 """Per-sample task losses for the DiverseDistill terms."""
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+
+def num_replicas():
+    """Replicas of the current `tf.distribute` strategy (1 without one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def global_mean(per_sample, sample_weight=None):
+    """Mean over the *global* batch, as `keras.losses` reduce under tf.distribute."""
+    return tf.nn.compute_average_loss(per_sample, sample_weight=sample_weight)
 
 
 def per_sample_loss_fn(loss):
