@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from diverse_distill.distill.losses import global_mean, num_replicas, per_sample_loss_fn
+from diverse_distill.distill.student_distiller import StudentDistiller
 from diverse_distill.students.student import student_features, validate_student
 
 SPLIT_TEACHER_ATTRIBUTES = ("prefix", "suffix", "native_question", "answer_dim")
@@ -68,7 +69,7 @@ def as_teacher_list(teachers):
     return [teachers]
 
 
-class BaselineDistiller(keras.Model):
+class BaselineDistiller(StudentDistiller):
     """Base class of the baselines: a student distilled from frozen teachers.
 
     It gives every baseline the life cycle of `DistillationModel`:
@@ -243,17 +244,7 @@ class BaselineDistiller(keras.Model):
         # the replicated train step fails under tf.distribute.
         self.optimizer.build(self.trained_variables)
 
-    def call(self, x, training=False):
-        return self.student(x, training=training)
-
-    @property
-    def metrics(self):
-        own = self._own_trackers()
-        keras_loss_tracker = getattr(self, "_loss_tracker", None)
-        others = [m for m in super().metrics if m is not keras_loss_tracker and m not in own]
-        return own + others
-
-    def _own_trackers(self):
+    def loss_trackers(self):
         return [
             self.total_loss_tracker,
             self.task_loss_tracker,
@@ -326,41 +317,3 @@ class BaselineDistiller(keras.Model):
             tracker.update_state(losses["stats"][tracker.name])
         self.compute_metrics(x, y, losses["y_pred"], sample_weight)
         return self._logs(training=True)
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = self.student(x, training=False)
-        task_loss = global_mean(self.task_loss_fn(y, y_pred), sample_weight)
-        n = num_replicas()
-        self.total_loss_tracker.update_state(task_loss * n)
-        self.task_loss_tracker.update_state(task_loss * n)
-        self.compute_metrics(x, y, y_pred, sample_weight)
-        return self._logs(training=False)
-
-    def _logs(self, training):
-        training_only = [
-            self.distill_loss_tracker,
-            *self.extra_loss_trackers,
-            *self.stat_trackers,
-        ]
-        logs = {}
-        for metric in self.metrics:
-            if not training and metric in training_only:
-                continue
-            result = metric.result()
-            if isinstance(result, dict):
-                logs.update(result)
-            else:
-                logs[metric.name] = result
-        return logs
-
-    # --- Export -----------------------------------------------------------
-
-    def export_student(self, filepath, input_signature=None):
-        """Writes the student alone as a TensorFlow SavedModel.
-
-        See `diverse_distill.export.export_student`.
-        """
-        from diverse_distill.export import export_student
-
-        return export_student(self.student, filepath, input_signature=input_signature)

@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from diverse_distill.distill.losses import global_mean, num_replicas, per_sample_loss_fn
+from diverse_distill.distill.student_distiller import StudentDistiller
 from diverse_distill.layers.answer_augmenter import AnswerAugmenter
 from diverse_distill.layers.question_augmenter import QuestionAugmenter
 from diverse_distill.students.student import student_features, validate_student
@@ -23,7 +24,7 @@ def _scatter_rows(values, indices, batch_size):
     return tf.scatter_nd(indices[:, None], values, [batch_size])
 
 
-class DistillationModel(keras.Model):
+class DistillationModel(StudentDistiller):
     """Distils a committee of frozen split teachers into a student.
 
     Each step (METHOD.md, Eq. 1–4): the Question Augmenter turns the
@@ -303,12 +304,8 @@ class DistillationModel(keras.Model):
         self.optimizer.build(self.student_variables)
         self.module_optimizer.build(self.module_variables)
 
-    def call(self, x, training=False):
-        return self.student(x, training=training)
-
-    @property
-    def metrics(self):
-        own = [
+    def loss_trackers(self):
+        return [
             self.total_loss_tracker,
             self.task_loss_tracker,
             self.distill_loss_tracker,
@@ -316,9 +313,6 @@ class DistillationModel(keras.Model):
             *self.importance_trackers,
             *self.pass_fraction_trackers,
         ]
-        keras_loss_tracker = getattr(self, "_loss_tracker", None)
-        others = [m for m in super().metrics if m is not keras_loss_tracker and m not in own]
-        return own + others
 
     # --- The DiverseDistill step -------------------------------------------
 
@@ -454,44 +448,3 @@ class DistillationModel(keras.Model):
         for k in range(len(self.teachers)):
             self.importance_trackers[k].update_state(losses["importance"][:, k])
             self.pass_fraction_trackers[k].update_state(losses["keep"][:, k])
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = self.student(x, training=False)
-        task_loss = global_mean(self.task_loss_fn(y, y_pred), sample_weight)
-        n = num_replicas()
-        self.total_loss_tracker.update_state(task_loss * n)
-        self.task_loss_tracker.update_state(task_loss * n)
-        self.compute_metrics(x, y, y_pred, sample_weight)
-        return self._logs(training=False)
-
-    def _logs(self, training):
-        logs = {}
-        for metric in self.metrics:
-            if not training and metric in self._training_only_metrics():
-                continue
-            result = metric.result()
-            if isinstance(result, dict):
-                logs.update(result)
-            else:
-                logs[metric.name] = result
-        return logs
-
-    def _training_only_metrics(self):
-        return [
-            self.distill_loss_tracker,
-            self.reg_loss_tracker,
-            *self.importance_trackers,
-            *self.pass_fraction_trackers,
-        ]
-
-    # --- Export -----------------------------------------------------------
-
-    def export_student(self, filepath, input_signature=None):
-        """Writes the student alone as a TensorFlow SavedModel.
-
-        See `diverse_distill.export.export_student`.
-        """
-        from diverse_distill.export import export_student
-
-        return export_student(self.student, filepath, input_signature=input_signature)
