@@ -4,8 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from diverse_distill.teachers.presets import check_preset_is_local, preset_has_tokenizer
-from diverse_distill.teachers.split_teacher import SplitTeacher
+from diverse_distill.teachers.language_model_teacher import LanguageModelTeacher
 
 SUFFIX_MODES = ("exact", "query_token")
 CLS_INDEX = 0
@@ -14,7 +13,7 @@ BERT_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 
 @keras.saving.register_keras_serializable(package="diverse_distill")
-class BertTeacher(SplitTeacher):
+class BertTeacher(LanguageModelTeacher):
     """A KerasHub BERT encoder, split at the [CLS] token of a middle layer.
 
     The teacher rates a text: it encodes `[CLS] tokens [SEP] [PAD]...` and
@@ -95,6 +94,11 @@ class BertTeacher(SplitTeacher):
         "MiniLM"; DiverseDistill paper Sec. 4.1 (middle-layer [CLS]).
     """
 
+    backbone_class = keras_hub.models.BertBackbone
+    tokenizer_class = keras_hub.tokenizers.BertTokenizer
+    tokenizer_files = BERT_TOKENIZER_FILES
+    preset_example = "all-MiniLM-L6-v2"
+
     def __init__(
         self,
         backbone,
@@ -105,11 +109,7 @@ class BertTeacher(SplitTeacher):
         name="bert",
         **kwargs,
     ):
-        if not isinstance(backbone, keras_hub.models.BertBackbone):
-            raise ValueError(
-                "`backbone` must be a `keras_hub.models.BertBackbone`. "
-                f"Received: {type(backbone).__name__}"
-            )
+        self.check_backbone(backbone)
         num_layers = backbone.num_layers
         if injection_layer is None:
             injection_layer = num_layers // 2
@@ -126,72 +126,17 @@ class BertTeacher(SplitTeacher):
                 f"suffix_mode={suffix_mode!r}"
             )
         super().__init__(
-            injection_dim=backbone.hidden_dim,
-            answer_dim=backbone.hidden_dim,
+            backbone,
+            tokenizer=tokenizer,
+            initial_prediction=initial_prediction,
             name=name,
             **kwargs,
         )
-        # === Config ===
         self.injection_layer = int(injection_layer)
         self.suffix_mode = suffix_mode
-        self.initial_prediction = float(initial_prediction)
-        self.token_ids_key = f"{name}_token_ids"
         self.segment_ids_key = f"{name}_segment_ids"
-        self.padding_mask_key = f"{name}_padding_mask"
-        # === Layers ===
-        self.backbone = backbone
-        self.tokenizer = tokenizer
-        self.head = keras.layers.Dense(
-            1,
-            bias_initializer=keras.initializers.Constant(
-                self.initial_prediction
-            ),
-            dtype=backbone.dtype_policy,
-            name="rating_head",
-        )
-        self.head.build((None, backbone.hidden_dim))
 
     # === Constructors ===
-
-    @classmethod
-    def from_preset(
-        cls,
-        preset,
-        allow_download=False,
-        load_tokenizer=None,
-        **kwargs,
-    ):
-        """Builds the teacher from a KerasHub or Hugging Face BERT preset.
-
-        Args:
-            preset: str. A local folder: a KerasHub preset (e.g. written by
-                `backbone.save_to_preset(folder)`) or a Hugging Face BERT
-                folder (`config.json`, `model.safetensors`, `vocab.txt`),
-                which KerasHub converts on load; or, with downloads allowed,
-                a preset name such as `"bert_tiny_en_uncased"`.
-            allow_download: bool, default `False`. Let KerasHub download a
-                named preset; also enabled by the environment variable
-                `DIVERSE_DISTILL_ALLOW_DOWNLOAD=1`. Otherwise a preset that
-                is not a local folder raises a `ValueError` at once.
-            load_tokenizer: bool or `None`, default `None`. Whether to load
-                the `BertTokenizer` too; `None` loads it when the preset has
-                tokenizer files.
-            **kwargs: passed to the `BertTeacher` constructor.
-
-        Example:
-        ```python
-        BertTeacher.tiny().backbone.save_to_preset("/tmp/tiny_bert")
-        teacher = BertTeacher.from_preset("/tmp/tiny_bert", suffix_mode="exact")
-        ```
-        """
-        check_preset_is_local(preset, allow_download, "all-MiniLM-L6-v2")
-        backbone = keras_hub.models.BertBackbone.from_preset(preset)
-        if load_tokenizer is None:
-            load_tokenizer = preset_has_tokenizer(preset, BERT_TOKENIZER_FILES)
-        tokenizer = None
-        if load_tokenizer:
-            tokenizer = keras_hub.tokenizers.BertTokenizer.from_preset(preset)
-        return cls(backbone, tokenizer=tokenizer, **kwargs)
 
     @classmethod
     def from_minilm_wheel(cls, name="minilm", **kwargs):
@@ -344,10 +289,6 @@ class BertTeacher(SplitTeacher):
 
     # === The unsplit teacher ===
 
-    def _dropout_active(self, training):
-        """Dropout runs only when asked for and the teacher is not frozen."""
-        return bool(training) and self.trainable
-
     def call(self, x, training=False):
         training = self._dropout_active(training)
         outputs = self.backbone(self._backbone_inputs(x), training=training)
@@ -496,21 +437,6 @@ class BertTeacher(SplitTeacher):
     def get_config(self):
         return {
             **super().get_config(),
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
             "injection_layer": self.injection_layer,
             "suffix_mode": self.suffix_mode,
-            "initial_prediction": self.initial_prediction,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(
-            config["backbone"]
-        )
-        if config.get("tokenizer") is not None:
-            config["tokenizer"] = keras.saving.deserialize_keras_object(
-                config["tokenizer"]
-            )
-        return cls(**config)

@@ -4,13 +4,12 @@ import keras
 import keras_hub
 from keras import ops
 
-from diverse_distill.teachers.presets import check_preset_is_local, preset_has_tokenizer
-from diverse_distill.teachers.split_teacher import SplitTeacher
+from diverse_distill.teachers.language_model_teacher import LanguageModelTeacher
 T5_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model")
 
 
 @keras.saving.register_keras_serializable(package="diverse_distill")
-class T5Teacher(SplitTeacher):
+class T5Teacher(LanguageModelTeacher):
     """A KerasHub T5 encoder-decoder, split after its first decoder layer.
 
     The teacher rates a text prompt: its encoder reads the prompt tokens,
@@ -92,6 +91,11 @@ class T5Teacher(SplitTeacher):
         a Unified Text-to-Text Transformer"; DiverseDistill paper Sec. 4.1.
     """
 
+    backbone_class = keras_hub.models.T5Backbone
+    tokenizer_class = keras_hub.tokenizers.T5Tokenizer
+    tokenizer_files = T5_TOKENIZER_FILES
+    preset_example = "flan_small_multi"
+
     def __init__(
         self,
         backbone,
@@ -101,11 +105,7 @@ class T5Teacher(SplitTeacher):
         name="t5",
         **kwargs,
     ):
-        if not isinstance(backbone, keras_hub.models.T5Backbone):
-            raise ValueError(
-                "`backbone` must be a `keras_hub.models.T5Backbone`. "
-                f"Received: {type(backbone).__name__}"
-            )
+        self.check_backbone(backbone)
         if backbone.num_layers < 2:
             raise ValueError(
                 "A split T5 teacher needs at least 2 decoder layers (the "
@@ -113,68 +113,15 @@ class T5Teacher(SplitTeacher):
                 f"num_layers={backbone.num_layers}"
             )
         super().__init__(
-            injection_dim=backbone.hidden_dim,
-            answer_dim=backbone.hidden_dim,
+            backbone,
+            tokenizer=tokenizer,
+            initial_prediction=initial_prediction,
             name=name,
             **kwargs,
         )
-        # === Config ===
-        self.initial_prediction = float(initial_prediction)
         self.cache_cross_attention = bool(cache_cross_attention)
-        self.token_ids_key = f"{name}_token_ids"
-        self.padding_mask_key = f"{name}_padding_mask"
-        # === Layers ===
-        self.backbone = backbone
-        self.tokenizer = tokenizer
-        self.head = keras.layers.Dense(
-            1,
-            bias_initializer=keras.initializers.Constant(
-                self.initial_prediction
-            ),
-            dtype=backbone.dtype_policy,
-            name="rating_head",
-        )
-        self.head.build((None, backbone.hidden_dim))
 
     # === Constructors ===
-
-    @classmethod
-    def from_preset(
-        cls,
-        preset,
-        allow_download=False,
-        load_tokenizer=None,
-        **kwargs,
-    ):
-        """Builds the teacher from a KerasHub T5 preset.
-
-        Args:
-            preset: str. A local preset folder (e.g. written by
-                `backbone.save_to_preset(folder)`), or, with downloads
-                allowed, a preset name such as `"flan_small_multi"`.
-            allow_download: bool, default `False`. Let KerasHub download a
-                named preset; also enabled by the environment variable
-                `DIVERSE_DISTILL_ALLOW_DOWNLOAD=1`. Otherwise a preset that
-                is not a local folder raises a `ValueError` at once.
-            load_tokenizer: bool or `None`, default `None`. Whether to load
-                the `T5Tokenizer` too; `None` loads it when the preset has
-                tokenizer files.
-            **kwargs: passed to the `T5Teacher` constructor.
-
-        Example:
-        ```python
-        T5Teacher.tiny().backbone.save_to_preset("/tmp/tiny_t5")
-        teacher = T5Teacher.from_preset("/tmp/tiny_t5", initial_prediction=3.5)
-        ```
-        """
-        check_preset_is_local(preset, allow_download, "flan_small_multi")
-        backbone = keras_hub.models.T5Backbone.from_preset(preset)
-        if load_tokenizer is None:
-            load_tokenizer = preset_has_tokenizer(preset, T5_TOKENIZER_FILES)
-        tokenizer = None
-        if load_tokenizer:
-            tokenizer = keras_hub.tokenizers.T5Tokenizer.from_preset(preset)
-        return cls(backbone, tokenizer=tokenizer, **kwargs)
 
     @classmethod
     def tiny(
@@ -279,10 +226,6 @@ class T5Teacher(SplitTeacher):
         return start_ids, ops.ones((batch_size, 1), "int32")
 
     # === The unsplit teacher ===
-
-    def _dropout_active(self, training):
-        """Dropout runs only when asked for and the teacher is not frozen."""
-        return bool(training) and self.trainable
 
     def call(self, x, training=False):
         training = self._dropout_active(training)
@@ -439,22 +382,4 @@ class T5Teacher(SplitTeacher):
     # === Serialization ===
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
-            "initial_prediction": self.initial_prediction,
-            "cache_cross_attention": self.cache_cross_attention,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(
-            config["backbone"]
-        )
-        if config.get("tokenizer") is not None:
-            config["tokenizer"] = keras.saving.deserialize_keras_object(
-                config["tokenizer"]
-            )
-        return cls(**config)
+        return {**super().get_config(), "cache_cross_attention": self.cache_cross_attention}
