@@ -33,6 +33,7 @@ class JobConfig:
     id_embedding_dim: int = 768
     attribute_embedding_dim: int = 8
     mlp_features: str = "all"  # "all": ids + user/movie attributes; "ids": user and movie id only
+    student_features: str = ""  # the student's (and S0's) features: "" = as --mlp_features, "all", "ids"
     teacher_dropout: float = 0.5
     student_dropout: float = 0.0
     t5_preset: str = "flan_small_multi"
@@ -127,6 +128,9 @@ class JobConfig:
                              f"got {self.mixed_precision!r}.")
         if self.mlp_features not in ("all", "ids"):
             raise ValueError(f"--mlp_features must be 'all' or 'ids', got {self.mlp_features!r}.")
+        if self.student_features not in ("", "all", "ids"):
+            raise ValueError("--student_features must be empty (as --mlp_features), 'all' or "
+                             f"'ids', got {self.student_features!r}.")
         if not 0 <= self.teacher_dropout < 1 or not 0 <= self.student_dropout < 1:
             raise ValueError("--teacher_dropout and --student_dropout must lie in [0, 1).")
         if self.checkpoint_every < 0 or (
@@ -168,13 +172,18 @@ class JobConfig:
             "max_train_examples": self.max_train_examples,
         }
 
+    @property
+    def student_feature_set(self):
+        """The student's features: `--student_features`, else `--mlp_features`."""
+        return self.student_features or self.mlp_features
+
     def s0_key(self, seed):
         """A short hash of everything that determines the undistilled student S0 of `seed`."""
         spec = {"data": self.data_key(), "seed": seed,
                 "hidden_units": list(self.student_hidden_units),
                 "id_embedding_dim": self.id_embedding_dim,
                 "attribute_embedding_dim": self.attribute_embedding_dim,
-                "mlp_features": self.mlp_features, "dropout": self.student_dropout,
+                "mlp_features": self.student_feature_set, "dropout": self.student_dropout,
                 "steps": self.steps, "batch_size": self.batch_size,
                 "learning_rate": self.learning_rate, "eval_every": self.eval_every}
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]

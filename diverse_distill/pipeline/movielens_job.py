@@ -163,7 +163,8 @@ class MovieLensJob:
     def build_student(self, data, seed):
         keras.utils.set_random_seed(seed)
         return build_mlp(self.config, data, self.config.student_hidden_units, name="student",
-                         dropout=self.config.student_dropout, cls=MLPStudent)
+                         dropout=self.config.student_dropout, cls=MLPStudent,
+                         features=self.config.student_feature_set)
 
     def build_method(self, student, teachers, seed=None):
         """`--method` on the committee: its flags, `--teacher_index` and `--method_params`."""

@@ -25,22 +25,24 @@ SPLITS = ("train", "validation", "test")
 ID_FEATURES = ("user_id", "movie_id")
 
 
-def mlp_inputs(config, data):
+def mlp_inputs(config, data, features=None):
     """`(categorical vocab sizes, embedding dims, numeric dims)` of the MLP models.
 
-    `--mlp_features=ids` keeps the user and movie ids only (the paper's
-    parameter counts); `all` adds the user and movie attributes.
+    `features="ids"` keeps the user and movie ids only (the paper's
+    parameter counts); `"all"` adds the user and movie attributes. Defaults
+    to `config.mlp_features`.
     """
+    features = features or config.mlp_features
     vocab = {n: v for n, v in data.categorical_vocab_sizes.items()
-             if config.mlp_features == "all" or n in ID_FEATURES}
+             if features == "all" or n in ID_FEATURES}
     dims = {n: config.id_embedding_dim if n in ID_FEATURES else config.attribute_embedding_dim
             for n in vocab}
-    numeric = data.numeric_feature_dims if config.mlp_features == "all" else None
+    numeric = data.numeric_feature_dims if features == "all" else None
     return vocab, dims, numeric
 
 
-def build_mlp(config, data, hidden_units, name, dropout=0.0, cls=MLPRecommender):
-    vocab, dims, numeric = mlp_inputs(config, data)
+def build_mlp(config, data, hidden_units, name, dropout=0.0, cls=MLPRecommender, features=None):
+    vocab, dims, numeric = mlp_inputs(config, data, features)
     return cls(vocab, dims, numeric_features=numeric, hidden_units=hidden_units,
                dropout=dropout, name=name)
 
@@ -149,6 +151,7 @@ def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbo
         model.fit(
             train_ds, validation_data=val_ds, steps_per_epoch=chunk, epochs=num_evals * per_eval,
             initial_epoch=initial_epoch, validation_freq=per_eval, verbose=verbose,
+            shuffle=False,  # the stream is already in its seeded order (train_stream.py)
             callbacks=[guard, *callbacks, best, record] + ([backup] if backup else []),
         )
     except tf.errors.InvalidArgumentError as error:  # a step that failed on NaN gradients
