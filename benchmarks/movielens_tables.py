@@ -589,7 +589,7 @@ def measure_step_times(base, units, steps, log):
         config = job_config(base, unit, {}, base.seeds, base.output_dir)
         job.config = config
         job.prefix_caches = [caches[t] for t in unit.teachers if t in caches]
-        train, _, _ = job.datasets(data, extra, 0, with_prefix_caches=True)
+        train, _, _ = job.datasets(data, extra, 0, with_teacher_caches=True)
         student = job.build_student(data, 0)
         model = job.build_method(student, [teachers[t] for t in unit.teachers], seed=0)
         model.compile(optimizer=keras.optimizers.Adagrad(config.learning_rate), loss="mse")

@@ -104,10 +104,16 @@ class BaselineDistiller(StudentDistiller):
         needs_split_teachers: bool. Whether the method reads the teachers'
             hidden states (split-teacher contract). Defaults to `False`:
             only `teacher(x)` is used, so any frozen Keras model works.
+        output_caches: list of `TeacherOutputCache` or `None`. Teachers
+            whose outputs are cached: on a batch that carries a cache's
+            features (its train split), the teacher's hidden state and
+            prediction are read from them and the teacher is not run.
+            Defaults to `None`.
         **kwargs: passed to `keras.Model`.
     """
 
-    def __init__(self, student, teachers, alpha=1.0, needs_split_teachers=False, **kwargs):
+    def __init__(self, student, teachers, alpha=1.0, needs_split_teachers=False,
+                 output_caches=None, **kwargs):
         super().__init__(**kwargs)
         method = type(self).__name__
         validate_student(student)
@@ -131,9 +137,15 @@ class BaselineDistiller(StudentDistiller):
         if alpha is None or float(alpha) < 0:
             raise ValueError(f"`alpha` must be >= 0, got {alpha}.")
 
+        caches = {cache.name: cache for cache in output_caches or []}
+        unknown = sorted(set(caches) - set(names))
+        if unknown:
+            raise ValueError(f"`output_caches` of {unknown} match no teacher (teachers: {names}).")
+
         # === Config ===
         self.alpha = float(alpha)
         self.teacher_names = names
+        self.output_caches = caches
 
         # === Models ===
         self.student = student
@@ -198,23 +210,38 @@ class BaselineDistiller(StudentDistiller):
 
     # --- Teachers ---------------------------------------------------------
 
-    @staticmethod
-    def teacher_prediction(teacher, x, like=None):
-        """`sg(teacher(x))`, the unmodified teacher's prediction, shaped like `like`."""
-        prediction = ops.cast(teacher(x, training=False), "float32")
+    def _cached_outputs(self, teacher, x):
+        cache = self.output_caches.get(getattr(teacher, "name", None))
+        if cache is None or not isinstance(x, dict) or not cache.covers(x):
+            return None
+        return cache.outputs(x)
+
+    def teacher_prediction(self, teacher, x, like=None):
+        """`sg(teacher(x))`, the unmodified teacher's prediction, shaped like `like`.
+
+        Read from the teacher's `TeacherOutputCache` when `x` carries it.
+        """
+        cached = self._cached_outputs(teacher, x)
+        if cached is None:
+            prediction = ops.cast(teacher(x, training=False), "float32")
+        else:
+            prediction = cached[1]
         if like is not None:
             prediction = ops.reshape(prediction, ops.shape(like))
         return ops.stop_gradient(prediction)
 
-    @staticmethod
-    def teacher_hidden_and_prediction(teacher, x):
+    def teacher_hidden_and_prediction(self, teacher, x):
         """`sg` of the teacher's own last hidden state and prediction.
 
         `suffix(native_question(x, prefix(x)), prefix(x))`: the teacher's
-        unmodified forward pass, read at its answer point.
+        unmodified forward pass, read at its answer point (or read from the
+        teacher's `TeacherOutputCache` when `x` carries it).
         """
-        context = teacher.prefix(x)
-        hidden, prediction = teacher.suffix(teacher.native_question(x, context), context)
+        cached = self._cached_outputs(teacher, x)
+        if cached is None:
+            context = teacher.prefix(x)
+            cached = teacher.suffix(teacher.native_question(x, context), context)
+        hidden, prediction = cached
         return (
             ops.stop_gradient(ops.cast(hidden, "float32")),
             ops.stop_gradient(ops.cast(prediction, "float32")),

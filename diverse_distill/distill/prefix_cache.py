@@ -41,6 +41,8 @@ class PrefixCache:
     ```
     """
 
+    kind = "prefix"  # names the feature keys and the files: "<teacher>/<kind>/<i>"
+
     def __init__(self, teacher, storage_dtype="float16", directory=None):
         if storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"`storage_dtype` must be one of {STORAGE_DTYPES}, got {storage_dtype!r}.")
@@ -55,8 +57,15 @@ class PrefixCache:
     def name(self):
         return self.teacher.name
 
+    def compute(self, x):
+        """What is cached for a batch: the teacher's question-independent context."""
+        return self.teacher.prefix(x)
+
     def key(self, index):
-        return f"{self.teacher.name}/prefix/{index}"
+        return f"{self.teacher.name}/{self.kind}/{index}"
+
+    def _path(self, index):
+        return os.path.join(self.directory, f"{self.teacher.name}_{self.kind}_{index}.npy")
 
     @property
     def keys(self):
@@ -70,14 +79,13 @@ class PrefixCache:
         if self.directory is None:
             return np.empty(shape, dtype)
         os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, f"{self.teacher.name}_prefix_{index}.npy")
-        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        return np.lib.format.open_memmap(self._path(index), mode="w+", dtype=dtype, shape=shape)
 
     def build(self, features, batch_size=256, log=None):
-        """Runs the prefix over `features` (dict of arrays, one row per example)."""
+        """Runs `compute` (the prefix) over `features` (dict of arrays, one row per example)."""
         num_rows = len(next(iter(features.values())))
         start = time.time()
-        prefix = tf.function(lambda x: self.teacher.prefix(x), reduce_retracing=True)
+        prefix = tf.function(self.compute, reduce_retracing=True)
         for begin in range(0, num_rows, batch_size):
             batch = {k: v[begin:begin + batch_size] for k, v in features.items()}
             context = prefix(batch)
@@ -95,7 +103,7 @@ class PrefixCache:
             for leaf, values in zip(self.leaves, flat):
                 leaf[begin:begin + len(values)] = values
             if log and (begin // batch_size) % 50 == 0:
-                log(f"prefix cache {self.name}: {begin + len(flat[0])}/{num_rows} rows")
+                log(f"{self.kind} cache {self.name}: {begin + len(flat[0])}/{num_rows} rows")
         if self.leaves is None:
             raise ValueError("PrefixCache.build got no rows.")
         self.seconds = time.time() - start
@@ -108,14 +116,13 @@ class PrefixCache:
         marker = os.path.join(self.directory, "COMPLETE")
         num_rows = len(next(iter(features.values())))
         if os.path.exists(marker):
-            probe = self.teacher.prefix({k: v[:2] for k, v in features.items()})
+            probe = self.compute({k: v[:2] for k, v in features.items()})
             self.structure = tf.nest.map_structure(
                 lambda t: tf.TensorSpec(t.shape[1:], t.dtype), probe
             )
             count = len(tf.nest.flatten(probe))
             self.leaves = [
-                np.load(os.path.join(self.directory, f"{self.teacher.name}_prefix_{i}.npy"),
-                        mmap_mode="r")
+                np.load(self._path(i), mmap_mode="r")
                 for i in range(count)
             ]
             if len(self.leaves[0]) == num_rows:

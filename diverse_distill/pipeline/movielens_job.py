@@ -12,6 +12,7 @@ import tensorflow as tf
 from diverse_distill.data.movielens import load_movielens
 from diverse_distill.distill.distillation_model import DistillationModel
 from diverse_distill.distill.prefix_cache import PrefixCache
+from diverse_distill.distill.teacher_output_cache import TeacherOutputCache
 from diverse_distill.metrics import gap_recovery_rate, regression_metrics
 from diverse_distill.pipeline.finite_loss_guard import InjectNaN
 from diverse_distill.pipeline.importance_histograms import ImportanceHistograms, importances
@@ -24,6 +25,7 @@ from diverse_distill.pipeline.teacher_factory import (
     TeacherStore,
     build_mlp,
     fit_with_schedule,
+    output_cache_dir,
     prefix_cache_dir,
     predict_split,
 )
@@ -94,6 +96,7 @@ class MovieLensJob:
         self.log = log
         self.timings = {}
         self.prefix_caches = []
+        self.output_caches = []
         self.run_state = RunState(config, log=log)
         self.strategy = None  # set by `run`
 
@@ -126,9 +129,16 @@ class MovieLensJob:
         self.log(f"data: {data}")
         return data
 
-    def datasets(self, data, extra_features, seed, with_prefix_caches=False):
+    def datasets(self, data, extra_features, seed, with_teacher_caches=False):
+        """Train, validation and test datasets; with the teacher caches of `--method`.
+
+        DiverseDistill reads the language teachers' cached prefixes, the
+        baselines their cached outputs (`TeacherOutputCache`).
+        """
         c = self.config
-        caches = self.prefix_caches if with_prefix_caches else []
+        caches = []
+        if with_teacher_caches:
+            caches = self.prefix_caches if c.method == "diverse_distill" else self.output_caches
         train_extra = extra_features["train"]
         if caches:  # each batch carries its row numbers; the cached prefixes are looked up
             train_extra = {**train_extra, "__row__": np.arange(data.num_examples["train"])}
@@ -160,6 +170,40 @@ class MovieLensJob:
             caches.append(cache)
         return caches
 
+    def build_output_caches(self, teachers, extra_features):
+        """The baselines' view of a frozen language teacher: its outputs, once per example.
+
+        Every baseline reads only the unmodified teacher (prediction, last
+        hidden state), which does not change during distillation, so its
+        language teachers' outputs are computed once over the train split
+        (from their prefix caches) and read instead of running the teacher
+        at every step. Kept in memory or on disk as `--prefix_cache` says.
+        """
+        c = self.config
+        if c.method == "diverse_distill" or c.prefix_cache == "none":
+            return []
+        prefix_caches = {cache.name: cache for cache in self.prefix_caches}
+        caches = []
+        for teacher in teachers:
+            if isinstance(teacher, MLPTeacher):
+                continue  # its forward pass is as cheap as reading a cache
+            prefix_cache = prefix_caches.get(teacher.name)
+            features = dict(extra_features["train"])
+            if prefix_cache is not None:
+                features.update(prefix_cache.features())
+            directory = output_cache_dir(c, teacher) if c.prefix_cache == "disk" else None
+            cache = TeacherOutputCache(teacher, directory=directory, prefix_cache=prefix_cache)
+            with self._phase(f"output_cache_{teacher.name}"):
+                if directory is None:
+                    cache.build(features, log=self.log)
+                else:
+                    cache.open_or_build(features, log=self.log)
+            self.log(f"output cache {teacher.name}: {cache.nbytes / 2**20:.1f} MiB "
+                     f"(built in {cache.seconds:.0f} s); {c.method} reads it instead of "
+                     "running the teacher")
+            caches.append(cache)
+        return caches
+
     def build_student(self, data, seed):
         keras.utils.set_random_seed(seed)
         return build_mlp(self.config, data, self.config.student_hidden_units, name="student",
@@ -173,7 +217,8 @@ class MovieLensJob:
         if c.method == "diverse_distill":
             return DistillationModel(student, teachers, prefix_caches=self.prefix_caches,
                                      name="diverse_distill", **kwargs)
-        return method_class(c.method)(student, teachers, **kwargs)
+        return method_class(c.method)(student, teachers, output_caches=self.output_caches,
+                                      **kwargs)
 
     def callbacks(self, phase):
         return [keras.callbacks.TensorBoard(os.path.join(self.config.output_dir, "tensorboard", phase))]
@@ -215,7 +260,7 @@ class MovieLensJob:
             return self._finished_student(data, extra_features, seed, phase, finished, need_weights)
         keras.utils.set_random_seed(seed)  # the same shuffle seeds in a rerun
         train_ds, val_ds, test_ds = self.datasets(
-            data, extra_features, seed, with_prefix_caches=teachers is not None
+            data, extra_features, seed, with_teacher_caches=teachers is not None
         )
         with self._scope():
             student = self.build_student(data, seed)
@@ -319,6 +364,7 @@ class MovieLensJob:
                 json.dump(teacher_info, f, indent=2)
             return {"teachers": teacher_info}
         self.prefix_caches = self.build_prefix_caches(teachers, extra_features)
+        self.output_caches = self.build_output_caches(teachers, extra_features)
 
         runs = []
         for seed in c.seeds:

@@ -169,6 +169,16 @@ def prefix_cache_dir(config, teacher):
     return os.path.join(config.cache_dir, key, f"prefix_{mode}_{config.prefix_cache_dtype}")
 
 
+def output_cache_dir(config, teacher):
+    """Where the memory-mapped output cache of a language teacher lives (for the baselines).
+
+    The outputs are computed from the teacher's prefix cache (as DiverseDistill
+    sees the teacher), so the folder names that cache's suffix mode and dtype.
+    """
+    return os.path.join(os.path.dirname(prefix_cache_dir(config, teacher)),
+                        "outputs_from_" + os.path.basename(prefix_cache_dir(config, teacher)))
+
+
 class TeacherStore:
     """Trains each teacher once and caches its weights under a key of (config, seed).
 

@@ -176,3 +176,31 @@ def test_bin_train_unknown_method_param_is_one_line(tmp_path):
     assert lines[-1].startswith("error: --method_params: unknown key(s) ['max_wieght']")
     assert "max_weight" in lines[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_bin_train_baseline_reads_the_language_teachers_cached_outputs(tiny_data, tmp_path):
+    """`--method=mt` with a language teacher: its outputs are cached once, on disk, and reused."""
+    import json
+
+    from tests.pipeline import train_runner
+
+    args = [a for a in train_runner.TINY_ARGS
+            if not a.startswith(("--teachers=", "--importance_threshold="))]
+    common = [*args, "--teachers=mlp_s,tiny_bert", "--method=mt", "--lm_sequence_length=16",
+              "--lm_teacher_steps=10", f"--movielens_dir={tiny_data}",
+              f"--cache_dir={tmp_path / 'cache'}", "--noexport_student"]
+    first = train_runner.run("train", *common, f"--output_dir={tmp_path / 'a'}", timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "output cache tiny_bert" in first.stdout + first.stderr
+    outputs = list((tmp_path / "cache").glob("tiny_bert-*/outputs_from_prefix_*/COMPLETE"))
+    assert len(outputs) == 1
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert np.isfinite(metrics["summary"]["distilled"]["mse"]["mean"])
+    assert metrics["wall_seconds"]["output_cache_tiny_bert"] > 0
+    # A second run reopens the cache instead of computing it again.
+    second = train_runner.run("train", *common, f"--output_dir={tmp_path / 'b'}", timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "built in 0 s" in second.stdout + second.stderr
+    again = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert again["summary"]["distilled"]["mse"]["mean"] == pytest.approx(
+        metrics["summary"]["distilled"]["mse"]["mean"], abs=1e-6)
