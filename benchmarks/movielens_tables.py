@@ -520,12 +520,13 @@ def measure_step_times(base, units, steps, log):
 
     Untrained teachers (the step time does not depend on their weights), a 2,048-row
     subsample of the train split, the prefix cache of the language teachers in memory
-    (as the job uses it), `steps` timed `train_on_batch` calls after 3 warm-up steps.
+    (as the job uses it; the baselines read the teachers' output cache instead), `steps` timed `train_on_batch` calls after 3 warm-up steps.
     """
     import keras
     import numpy as np
 
     from diverse_distill.distill.prefix_cache import PrefixCache
+    from diverse_distill.distill.teacher_output_cache import TeacherOutputCache
     from diverse_distill.pipeline.job_config import MLP_TEACHERS
     from diverse_distill.pipeline.movielens_job import MovieLensJob, _subsample_train
     from diverse_distill.pipeline.strategy import configure_runtime
@@ -537,7 +538,7 @@ def measure_step_times(base, units, steps, log):
     data = _subsample_train(job.load_data(), 2048, base.split_seed)
     names = sorted({t for u in units.values() for t in u.teachers})
     extra = {"train": {}, "validation": {}, "test": {}}
-    teachers, caches = {}, {}
+    teachers, caches, output_caches = {}, {}, {}
     for name in names:
         keras.utils.set_random_seed(base.teacher_seed)
         if name in MLP_TEACHERS:
@@ -559,7 +560,9 @@ def measure_step_times(base, units, steps, log):
         extra["train"].update(tokens)
         teachers[name] = teacher
         caches[name] = PrefixCache(teacher, storage_dtype=base.prefix_cache_dtype).build(tokens)
-        log(f"  step times: built {name} and its prefix cache")
+        output_caches[name] = TeacherOutputCache(teacher, prefix_cache=caches[name]).build(
+            {**tokens, **caches[name].features()})
+        log(f"  step times: built {name}, its prefix cache and its output cache (baselines)")
 
     def time_model(model, dataset):
         iterator = iter(dataset)
@@ -575,7 +578,7 @@ def measure_step_times(base, units, steps, log):
         return float(np.median(times))
 
     results = {}
-    job.prefix_caches = []
+    job.prefix_caches, job.output_caches = [], []
     train, _, _ = job.datasets(data, extra, 0)
     student = job.build_student(data, 0)
     student.compile(optimizer=keras.optimizers.Adagrad(base.learning_rate), loss="mse")
@@ -589,6 +592,7 @@ def measure_step_times(base, units, steps, log):
         config = job_config(base, unit, {}, base.seeds, base.output_dir)
         job.config = config
         job.prefix_caches = [caches[t] for t in unit.teachers if t in caches]
+        job.output_caches = [output_caches[t] for t in unit.teachers if t in output_caches]
         train, _, _ = job.datasets(data, extra, 0, with_teacher_caches=True)
         student = job.build_student(data, 0)
         model = job.build_method(student, [teachers[t] for t in unit.teachers], seed=0)
