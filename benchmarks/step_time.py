@@ -20,7 +20,10 @@ processes hits every row alike; docs/performance.md explains each):
     b  the limit: student step + the teachers' suffix forward (cached
        context, no prefix, no backward through any teacher)
     c  naive DiverseDistill: teacher prefix + suffix at every step
-    d  DiverseDistill with the prefix cached (PrefixCache features)
+    d  DiverseDistill with the prefix cached (PrefixCache features); for T5
+       the suffix reads the encoder output with the reassociated
+       cross-attention (`absorb_cross_attention=True`, the default);
+       d_proj: the same with the keys/values projected (`False`)
     e  d + importance skipping at tau=0.6, the LM's importance read-out bias
        set before each step so that 50 % of the LM rows are skipped
     f  d with the cheap suffix: MiniLM `suffix_mode="query_token"`; T5
@@ -101,6 +104,8 @@ DESCRIPTIONS = {
     "b_limit": "(b) limit: student step + teachers' suffix forward (no prefix, no teacher backward)",
     "c_naive": "(c) naive DiverseDistill (prefix + suffix every step)",
     "d_cached": "(d) prefix cached (PrefixCache features)",
+    "d_projected": "(d_proj) (d) with T5 cross-attention keys/values projected every step "
+                   "(absorb_cross_attention=False)",
     "e_skip": "(e) cached + skipping, tau={tau}, {skip:.0%} of LM rows skipped",
     "f_cheap_suffix": "(f) cached + {cheap}",
     "b_limit_f": "(b_f) limit of (f): student + cheap-suffix forward",
@@ -553,6 +558,15 @@ def main(argv):
                           counter=counters["main"]))
     rows.append(train_row("d_cached", make_distiller(build_student(cfg), [mlp, lm], [cache]),
                           cached, counter=counters["main"]))
+    if FLAGS.lm == "t5":
+        from diverse_distill.teachers.t5_teacher import T5Teacher
+
+        projected = T5Teacher(lm.backbone, initial_prediction=3.5, absorb_cross_attention=False,
+                              name=lm.name)
+        projected.head.set_weights(lm.head.get_weights())
+        rows.append(train_row("d_projected",
+                              make_distiller(build_student(cfg), [mlp, projected], [cache]),
+                              cached))
 
     skipper = make_distiller(build_student(cfg), [mlp, lm], [cache], threshold=FLAGS.tau)
     skip_fractions = sorted({float(s) for s in FLAGS.skip_sweep} | {FLAGS.skip_fraction})
@@ -641,6 +655,9 @@ def main(argv):
         "cpu_c_over_f": ratio("c_naive", "f_cheap_suffix", "cpu_seconds"),
         "cpu_f_over_b_f": ratio("f_cheap_suffix", "b_limit_f", "cpu_seconds"),
     }
+    if "d_projected" in results:
+        summary["projected_over_d"] = ratio("d_projected", "d_cached")
+        summary["cpu_projected_over_d"] = ratio("d_projected", "d_cached", "cpu_seconds")
     if "prefix_cache_rate" in extra:
         estimate = {}
         rates = extra["prefix_cache_rate"]
@@ -820,6 +837,9 @@ def markdown(output):
               f"CPU time: (d)/(b) = {summary['cpu_d_over_b']:.2f}; "
               f"(c)/(d) = {summary['cpu_c_over_d']:.2f}; (c)/(f) = {summary['cpu_c_over_f']:.2f}; "
               f"(f)/(b_f) = {summary['cpu_f_over_b_f']:.2f}."]
+    if "projected_over_d" in summary:
+        lines[-1] += (f" Projected T5 cross-attention vs reassociated, (d_proj)/(d): wall "
+                      f"{summary['projected_over_d']:.2f}, CPU {summary['cpu_projected_over_d']:.2f}.")
     if "prefix_cache_rate" in output:
         rates = "; ".join(f"{k}: {v['rows_per_second']:.1f} rows/s, "
                           f"{v['rows_per_cpu_second']:.1f} rows per CPU-second"

@@ -20,7 +20,12 @@ VOCABULARY_SIZE = 64
 HIDDEN_DIM = 32
 BATCH, PROMPT_LENGTH = 4, 9
 ATOL = 1e-5
-CACHES = (("no_cache", False), ("cross_attention_cache", True))
+# How the suffix reads the encoder: (name, cache_cross_attention, absorb_cross_attention).
+CROSS_ATTENTION_MODES = (
+    ("absorbed", False, True),  # the default: no key/value projection of the prompt
+    ("projected", False, False),  # the decoder layers called whole
+    ("cross_attention_cache", True, True),  # keys/values cached in the context
+)
 
 
 def _prompts(rng):
@@ -90,8 +95,9 @@ class T5TeacherTest(TestCase, parameterized.TestCase):
     def test_split_with_native_question_equals_unsplit(self):
         unsplit = self.teacher(self.x)
         unsplit_hidden = _unsplit_decoder_state(self.teacher, self.x)
-        for cache in (True, False):
-            teacher = T5Teacher(self.teacher.backbone, cache_cross_attention=cache, name="t5")
+        for _, cache, absorb in CROSS_ATTENTION_MODES:
+            teacher = T5Teacher(self.teacher.backbone, cache_cross_attention=cache,
+                                absorb_cross_attention=absorb, name="t5")
             teacher.head.set_weights(self.teacher.head.get_weights())
             context = teacher.prefix(self.x)
             hidden, prediction = teacher.suffix(teacher.native_question(self.x, context), context)
@@ -128,9 +134,30 @@ class T5TeacherTest(TestCase, parameterized.TestCase):
         self.assertGreater(float(tf.reduce_max(tf.abs(hidden - native_hidden))), 1e-3)
         self.assertGreater(float(tf.reduce_max(tf.abs(prediction - native_prediction))), 1e-4)
 
-    @parameterized.named_parameters(*CACHES)
-    def test_gradient_reaches_the_question_never_frozen_weights(self, cache):
-        teacher = T5Teacher(self.backbone, cache_cross_attention=cache).freeze()
+    def test_absorbed_cross_attention_equals_projected_for_any_question(self):
+        absorbed = T5Teacher(self.backbone, absorb_cross_attention=True)
+        projected = T5Teacher(self.backbone, absorb_cross_attention=False)
+        projected.head.set_weights(absorbed.head.get_weights())
+        context = absorbed.prefix(self.x)  # sample 1 is padded: the mask must match too
+        question = tf.constant(self.question)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(question)
+            got = absorbed.suffix(question, context)
+            want = projected.suffix(question, context)
+            got_loss, want_loss = (tf.reduce_sum(h) + tf.reduce_sum(p) for h, p in (got, want))
+        for a, b in zip(got, want):
+            self.assertAllClose(a, b, atol=ATOL, rtol=0)
+        self.assertAllClose(tape.gradient(got_loss, question), tape.gradient(want_loss, question),
+                            atol=1e-4, rtol=1e-4)
+        # A padded prompt position changes nothing in either path.
+        changed = dict(context, encoder_output=tf.tensor_scatter_nd_update(
+            context["encoder_output"], [[1, PROMPT_LENGTH - 1]], [tf.ones([HIDDEN_DIM]) * 9.0]))
+        self.assertAllClose(absorbed.suffix(question, changed)[0][1], got[0][1], atol=ATOL, rtol=0)
+
+    @parameterized.named_parameters(*CROSS_ATTENTION_MODES)
+    def test_gradient_reaches_the_question_never_frozen_weights(self, cache, absorb):
+        teacher = T5Teacher(self.backbone, cache_cross_attention=cache,
+                            absorb_cross_attention=absorb).freeze()
         self.assertEmpty(teacher.trainable_variables)
         before = [np.array(w) for w in teacher.weights]
         question = keras.Variable(self.question)
@@ -159,9 +186,10 @@ class T5TeacherTest(TestCase, parameterized.TestCase):
             self.assertAllClose(a, b, atol=ATOL, rtol=0)
             self.assertAllClose(a, c, atol=ATOL, rtol=0)
 
-    @parameterized.named_parameters(*CACHES)
-    def test_gathered_context_rows_give_the_same_answers(self, cache):
-        teacher = T5Teacher(self.backbone, cache_cross_attention=cache)
+    @parameterized.named_parameters(*CROSS_ATTENTION_MODES)
+    def test_gathered_context_rows_give_the_same_answers(self, cache, absorb):
+        teacher = T5Teacher(self.backbone, cache_cross_attention=cache,
+                            absorb_cross_attention=absorb)
         context = teacher.prefix(self.x)
         rows = tf.constant([3, 1])  # sample 1 has padding
         hidden, prediction = teacher.suffix(self.question, context)
