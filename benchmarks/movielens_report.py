@@ -86,6 +86,7 @@ def build_report(run_dirs):
         )
         rows.append({
             "committee": " + ".join(teachers),
+            "student_features": config.get("student_features") or config.get("mlp_features", "all"),
             "method": metrics["method"],
             "tau": config["importance_threshold"],
             "teachers": {n: i["test"]["mse"] for n, i in metrics["teachers"].items()},
@@ -115,9 +116,11 @@ def render(rows, title, command):
              "Δ = MSE(distilled) − MSE(S0) paired by seed (negative is better), t = its paired "
              "t statistic. GRR = (MSE(distilled) − MSE(S0)) / (MSE(best teacher) − MSE(S0)) on the "
              "seed means; undefined where the best teacher does not beat S0.", "",
-             "| committee | method | τ | teachers' test MSE | S0 MSE | distilled MSE | Δ (t) | "
-             "GRR | pass fraction | paper MSE (GRR) | seeds | wall |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Student features: `all` = ids + user/movie attributes (as the teachers), `ids` = user "
+             "and movie ids only (`--student_features=ids`).", "",
+             "| committee | student features | method | τ | teachers' test MSE | S0 MSE | "
+             "distilled MSE | Δ (t) | GRR | pass fraction | paper MSE (GRR) | seeds | wall |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         teachers = ", ".join(f"{n} {v:.4f}" for n, v in r["teachers"].items())
         paper = "—" if r["paper"] is None else (
@@ -126,7 +129,7 @@ def render(rows, title, command):
         grr = "undefined" if r["grr_of_means"] is None else f"{100 * r['grr_of_means']:.1f} %"
         t = "" if r["paired_t"] is None else f" (t = {r['paired_t']:.2f})"
         lines.append(
-            f"| {r['committee']} | {r['method']} (α={r['alpha']:g}, β={r['beta']:g}) | {tau} | "
+            f"| {r['committee']} | {r['student_features']} | {r['method']} (α={r['alpha']:g}, β={r['beta']:g}) | {tau} | "
             f"{teachers} | {_fmt(r['s0'])} | {_fmt(r['distilled'])} | "
             f"{_fmt(r['difference'], sign='+')}{t} | {grr} | {r['passes'] or '—'} | {paper} | "
             f"{','.join(map(str, r['seeds']))} | {r['minutes']:.0f} min |")

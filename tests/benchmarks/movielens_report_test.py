@@ -1,0 +1,78 @@
+"""`benchmarks/movielens_report.py`: the committee table from bin/train's metrics.json files."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, "benchmarks", "movielens_report.py")
+
+
+def report_module():
+    name = "benchmarks_movielens_report"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _write_run(folder, teachers, teacher_mse, s0, distilled, student_features="ids"):
+    os.makedirs(folder)
+    runs = [{"seed": i, "s0": {"test": {"mse": a}}, "distilled": {"test": {"mse": b}}}
+            for i, (a, b) in enumerate(zip(s0, distilled))]
+    metrics = {
+        "config": {"teachers": list(teachers), "seeds": list(range(len(s0))),
+                   "importance_threshold": -1.0, "alpha": 0.5, "beta": 1.0,
+                   "mlp_features": "all", "student_features": student_features},
+        "method": "diverse_distill",
+        "teachers": {n: {"test": {"mse": m}} for n, m in zip(teachers, teacher_mse)},
+        "best_teacher": teachers[min(range(len(teachers)), key=teacher_mse.__getitem__)],
+        "runs": runs,
+        "summary": {f"pass_fraction_{n}": {"mean": 1.0} for n in teachers},
+        "wall_seconds": {"total": 600.0},
+    }
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump(metrics, f)
+
+
+def test_row_values_are_computed_from_the_seeds(tmp_path):
+    run = str(tmp_path / "ids_mlp_l")
+    _write_run(run, ["mlp_l"], [0.80], s0=[0.90, 0.92, 0.88], distilled=[0.85, 0.86, 0.84])
+    rows, raw = report_module().build_report([run])
+    (row,) = rows
+    assert row["s0"]["mean"] == pytest.approx(0.90)
+    assert row["s0"]["std"] == pytest.approx(0.02)  # sample std of 0.88, 0.90, 0.92
+    assert row["distilled"]["mean"] == pytest.approx(0.85)
+    assert row["difference"]["values"] == pytest.approx([-0.05, -0.06, -0.04])
+    # GRR of the means: (0.85 - 0.90) / (0.80 - 0.90) = 50 %.
+    assert row["grr_of_means"] == pytest.approx(0.5)
+    # Paired t of (-0.05, -0.06, -0.04): mean -0.05, std 0.01 -> -0.05 / (0.01 / sqrt(3)).
+    assert row["paired_t"] == pytest.approx(-0.05 / (0.01 / 3 ** 0.5))
+    assert row["student_features"] == "ids"
+    assert row["paper"] == (0.8358, 73.1)  # paper Table 4, MLP-L alone
+    assert raw[run]["method"] == "diverse_distill"
+
+
+def test_grr_is_undefined_when_no_teacher_beats_s0(tmp_path):
+    run = str(tmp_path / "all_mlp_l")
+    _write_run(run, ["mlp_l"], [0.81], s0=[0.80, 0.80], distilled=[0.79, 0.81],
+               student_features="")
+    (row,), _ = report_module().build_report([run])
+    assert row["grr_of_means"] is None
+    assert row["student_features"] == "all"  # "" means: as --mlp_features
+    table = report_module().render([row], "t", "cmd")
+    assert "| mlp_l | all | diverse_distill" in table
+    assert "undefined" in table
+
+
+def test_minilm_stands_in_for_t5_in_the_paper_column(tmp_path):
+    run = str(tmp_path / "minilm")
+    _write_run(run, ["mlp_l", "minilm"], [0.80, 1.10], s0=[0.9, 0.9], distilled=[0.8, 0.8])
+    (row,), _ = report_module().build_report([run])
+    assert row["paper"] == (0.8132, 114.2)  # MLP-L + T5
+    assert row["grr_of_means"] == pytest.approx(1.0)
