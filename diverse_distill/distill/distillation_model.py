@@ -11,6 +11,7 @@ from diverse_distill.layers.question_augmenter import QuestionAugmenter
 from diverse_distill.students.student import student_features, validate_student
 
 IMPORTANCE_NORMALIZATIONS = ("sum", "none")
+THRESHOLD_ON = ("importance", "share")  # what `importance_threshold` is compared with
 IMPORTANCES = ("learned", "uniform")  # ablations: see the class docstring
 QUESTIONS = ("augmented", "native")
 _TEACHER_ATTRIBUTES = ("prefix", "suffix", "injection_dim", "answer_dim")
@@ -46,11 +47,14 @@ class DistillationModel(StudentDistiller):
     variables; teachers are frozen on construction and never updated.
 
     With `importance_threshold=τ`, teacher k runs only on the rows where
-    `w_k ≥ τ`: those rows are gathered, the teacher's prefix and suffix run on
-    them alone, and their loss terms are scattered back; skipped pairs add
-    nothing to `L_distill` or `L_reg` (and are left out of the normalisation
-    of `ŵ`). Gathering makes shapes data-dependent, so XLA
-    (`jit_compile`) is turned off when a threshold is set.
+    `w_k ≥ τ` (`threshold_on="importance"`, the paper) or where its share of
+    the committee's importance, scaled so that equal importances give 1,
+    `K · w_k / Σ_j w_j ≥ τ` (`threshold_on="share"`): those rows are
+    gathered, the teacher's prefix and suffix run on them alone, and their
+    loss terms are scattered back; skipped pairs add nothing to `L_distill`
+    or `L_reg` (and are left out of the normalisation of `ŵ`). Gathering
+    makes shapes data-dependent, so XLA (`jit_compile`) is turned off when a
+    threshold is set.
 
     Logged metrics: `loss` (the sum of all terms), `task_loss`,
     `distill_loss`, `reg_loss`, and per teacher `importance_<name>` (mean w)
@@ -78,6 +82,15 @@ class DistillationModel(StudentDistiller):
             sigmoid read-out gives 0.5: a threshold above it would otherwise
             switch every teacher off at step 0, for good). Defaults to `0`.
         importance_normalization: `"sum"` or `"none"`. Defaults to `"sum"`.
+        threshold_on: `"importance"` or `"share"`. What `importance_threshold`
+            is compared with. Under `importance_normalization="sum"` only the
+            ratios of the importances train (`L_reg` sees `w / Σw`), so
+            their common level drifts freely and a fixed τ on the raw `w`
+            skips an arbitrary fraction (with one teacher, `w` gets no
+            gradient at all). `"share"` compares τ with `K · ŵ_k` instead,
+            which is scale-free: τ = 0.6 skips a teacher where it gets less
+            than 60 % of an equal share; a lone teacher is never skipped.
+            τ may then exceed 1 (up to K). Defaults to `"importance"`.
         importance: `"learned"` (the Question Augmenter's `w_k`, the method)
             or `"uniform"` (ablation "no importance": every `w_k = 1`, so
             `L_distill = Σ_k mean((sg(a_k) - h_S)²)` and `ŵ_k = 1/K` under
@@ -121,6 +134,7 @@ class DistillationModel(StudentDistiller):
         importance_threshold=None,
         importance_warmup_steps=0,
         importance_normalization="sum",
+        threshold_on="importance",
         importance="learned",
         question="augmented",
         embedding_dim=64,
@@ -149,9 +163,14 @@ class DistillationModel(StudentDistiller):
         for label, value in (("alpha", alpha), ("beta", beta)):
             if value is None or float(value) < 0:
                 raise ValueError(f"`{label}` must be >= 0, got {value}.")
-        if importance_threshold is not None and not 0.0 <= float(importance_threshold) <= 1.0:
+        if threshold_on not in THRESHOLD_ON:
+            raise ValueError(f"`threshold_on` must be one of {THRESHOLD_ON}, got {threshold_on!r}.")
+        most = 1.0 if threshold_on == "importance" else float(len(teachers))
+        if importance_threshold is not None and not 0.0 <= float(importance_threshold) <= most:
             raise ValueError(
-                f"`importance_threshold` must lie in [0, 1] or be None, got {importance_threshold}."
+                f"`importance_threshold` must lie in [0, {most:g}] (threshold_on="
+                f"{threshold_on!r}, {len(teachers)} teacher(s)) or be None, "
+                f"got {importance_threshold}."
             )
         if importance_normalization not in IMPORTANCE_NORMALIZATIONS:
             raise ValueError(
@@ -176,6 +195,7 @@ class DistillationModel(StudentDistiller):
             )
         self.importance_warmup_steps = int(importance_warmup_steps)
         self.importance_normalization = importance_normalization
+        self.threshold_on = threshold_on
         self.importance = importance
         self.question = question
         self.teacher_names = names
@@ -336,7 +356,7 @@ class DistillationModel(StudentDistiller):
         if self.importance_threshold is None:
             keep = ops.ones_like(importance)
         else:
-            keep = ops.cast(importance >= self.importance_threshold, importance.dtype)
+            keep = self.kept(importance)
             if self.importance_warmup_steps and getattr(self, "optimizer", None) is not None:
                 warming_up = self.optimizer.iterations < self.importance_warmup_steps
                 keep = ops.maximum(keep, ops.cast(warming_up, keep.dtype))
@@ -393,6 +413,24 @@ class DistillationModel(StudentDistiller):
             "importance": importance,
             "keep": keep,
         }
+
+    def kept(self, importance):
+        """1.0 where a teacher runs on a row, by the threshold alone (no warm-up).
+
+        Args:
+            importance: `(rows, K)` importances (a tensor or an array).
+
+        Returns:
+            float32 `(rows, K)`, all ones without a threshold.
+        """
+        importance = ops.cast(importance, "float32")
+        if self.importance_threshold is None:
+            return ops.ones_like(importance)
+        score = importance
+        if self.threshold_on == "share":
+            total = ops.maximum(ops.sum(importance, axis=1, keepdims=True), 1e-12)
+            score = len(self.teachers) * importance / total
+        return ops.cast(score >= self.importance_threshold, "float32")
 
     def _teacher_terms(self, k, teacher, x, y, question, student_hidden):
         """Per-row divergence D(sg(a_k), h_S) and regulariser ℓ(y, ŷ_k^T) + ℓ(y, head_S(a_k))."""

@@ -23,6 +23,8 @@ _HELP = {
                      "importance=uniform or question=native for diverse_distill); unknown "
                      "keys fail with the list of accepted ones.",
     "importance_threshold": "Skip teacher k on rows with importance < tau; < 0 disables skipping.",
+    "importance_threshold_on": "What tau is compared with: 'importance' (the raw sigmoid w_k, the "
+                               "paper) or 'share' (K * w_k / sum_j w_j; scale-free, see docs/method.md).",
     "cache_dir": "Where trained teachers are cached under a key of (config, seed).",
     "only_teachers": "Train (or load) and cache the teachers, write teachers.json, then stop.",
     "output_dir": "Where metrics.json, TensorBoard logs and the student SavedModel go.",

@@ -35,6 +35,21 @@ def importances(model, dataset, max_rows=None):
     return {name: values[:, k].astype("float32") for k, name in enumerate(model.teacher_names)}
 
 
+def pass_fractions(model, values):
+    """The share of rows each teacher runs on at the model's threshold (no warm-up).
+
+    Args:
+        model: a `DistillationModel`.
+        values: what `importances` returns: teacher name -> `(rows,)`.
+
+    Returns:
+        dict teacher name -> float in [0, 1] (1.0 without a threshold).
+    """
+    names = list(values)
+    keep = np.asarray(model.kept(np.stack([values[n] for n in names], axis=1)))
+    return {name: float(keep[:, k].mean()) for k, name in enumerate(names)}
+
+
 class ImportanceHistograms(keras.callbacks.Callback):
     """Writes each teacher's importance distribution to TensorBoard after each evaluation.
 
@@ -77,13 +92,12 @@ class ImportanceHistograms(keras.callbacks.Callback):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         values = importances(self.model, self.dataset)
-        threshold = self.model.importance_threshold
+        passed = pass_fractions(self.model, values)
         step = int(np.asarray(self.model.optimizer.iterations))
         with self._writer.as_default():
             for name, v in values.items():
                 tf.summary.histogram(f"importance/{name}", v, step=step)
-                passed = 1.0 if threshold is None else float(np.mean(v >= threshold))
-                tf.summary.scalar(f"pass_fraction_val/{name}", passed, step=step)
+                tf.summary.scalar(f"pass_fraction_val/{name}", passed[name], step=step)
         self._writer.flush()
 
     def on_train_end(self, logs=None):

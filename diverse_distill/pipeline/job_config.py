@@ -64,6 +64,7 @@ class JobConfig:
     importance_threshold: float = -1.0  # < 0 = no skipping
     importance_warmup_steps: int = 1000  # skipping starts after this many steps
     importance_normalization: str = "sum"
+    importance_threshold_on: str = "importance"  # "importance" (raw w, the paper) or "share" (K·w/Σw)
     question_embedding_dim: int = 64
     num_components: int = 4
     module_intermediate_dim: int = 128
@@ -112,9 +113,14 @@ class JobConfig:
             raise ValueError("Learning rates must be positive.")
         if self.alpha < 0 or self.beta < 0:
             raise ValueError(f"--alpha and --beta must be >= 0, got {self.alpha}, {self.beta}.")
-        if self.importance_threshold > 1:
+        if self.importance_threshold_on not in ("importance", "share"):
+            raise ValueError("--importance_threshold_on must be 'importance' or 'share', "
+                             f"got {self.importance_threshold_on!r}.")
+        most = 1 if self.importance_threshold_on == "importance" else len(self.teachers)
+        if self.importance_threshold > most:
             raise ValueError(
-                f"--importance_threshold must lie in [0, 1] (or < 0 for no skipping), "
+                f"--importance_threshold must lie in [0, {most}] with --importance_threshold_on="
+                f"{self.importance_threshold_on} (or < 0 for no skipping), "
                 f"got {self.importance_threshold}."
             )
         if self.lm_finetune not in ("full", "head"):

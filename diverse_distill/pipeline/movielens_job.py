@@ -15,7 +15,11 @@ from diverse_distill.distill.prefix_cache import PrefixCache
 from diverse_distill.distill.teacher_output_cache import TeacherOutputCache
 from diverse_distill.metrics import gap_recovery_rate, regression_metrics
 from diverse_distill.pipeline.finite_loss_guard import InjectNaN
-from diverse_distill.pipeline.importance_histograms import ImportanceHistograms, importances
+from diverse_distill.pipeline.importance_histograms import (
+    ImportanceHistograms,
+    importances,
+    pass_fractions,
+)
 from diverse_distill.pipeline.method_params import method_class, method_kwargs
 from diverse_distill.pipeline.run_state import RunState
 from diverse_distill.pipeline.strategy import configure_runtime, make_strategy
@@ -312,11 +316,11 @@ class MovieLensJob:
         values = importances(model, val_ds)
         path = os.path.join(self.config.output_dir, f"importance_{phase}.npz")
         np.savez(path, **values)
-        tau = model.importance_threshold
+        passed = pass_fractions(model, values)
         return {
             name: {"file": os.path.basename(path), "mean": float(v.mean()),
                    "quantiles": [float(q) for q in np.quantile(v, [0.1, 0.5, 0.9])],
-                   "pass_fraction": 1.0 if tau is None else float(np.mean(v >= tau))}
+                   "pass_fraction": passed[name]}
             for name, v in values.items()
         }
 

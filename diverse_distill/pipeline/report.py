@@ -91,7 +91,9 @@ def plot_importances(run_dir, metrics, path):
     for ax, (name, v) in zip(axes[0], values.items()):
         ax.hist(v, bins=np.linspace(0.0, 1.0, 41), color="tab:blue")
         title = f"{name}: mean {v.mean():.3f}"
-        if tau >= 0:
+        if tau >= 0 and metrics["config"].get("importance_threshold_on", "importance") == "share":
+            title += f", τ = {tau:g} on K·w/Σw"  # not a line on the w axis
+        elif tau >= 0:
             ax.axvline(tau, color="tab:red", ls="--", label=f"τ = {tau:g}")
             title += f", pass {np.mean(v >= tau):.0%}"
             ax.legend()

@@ -61,7 +61,15 @@ def np_representation(model, x):
     )
 
 
-def np_losses(model, x, y, threshold=None, normalization="sum"):
+def np_keep(w, threshold, threshold_on="importance"):
+    """Which (row, teacher) pairs run: `w >= τ`, or `K·w/Σw >= τ` for `"share"`."""
+    if threshold is None:
+        return np.ones_like(w)
+    score = w if threshold_on == "importance" else w.shape[1] * w / w.sum(1, keepdims=True)
+    return (score >= threshold).astype("float32")
+
+
+def np_losses(model, x, y, threshold=None, normalization="sum", threshold_on="importance"):
     """METHOD.md Eq. 1-3, computed by hand with numpy."""
     student = model.student
     s = np_representation(student, x)
@@ -69,7 +77,7 @@ def np_losses(model, x, y, threshold=None, normalization="sum"):
     task = ((y_s - y) ** 2)[:, 0]
     questions, w = model.question_augmenter(s)
     w = np.array(w)
-    keep = np.ones_like(w) if threshold is None else (w >= threshold).astype("float32")
+    keep = np_keep(w, threshold, threshold_on)
     weights = w * keep
     if normalization == "sum":
         weights = weights / np.maximum(weights.sum(1, keepdims=True), 1e-12)
@@ -89,14 +97,15 @@ def weights_of(layers):
 
 
 class DistillationModelLossTest(TestCase):
-    def _check_logged_losses(self, threshold, normalization, alpha=0.7, beta=1.3):
+    def _check_logged_losses(self, threshold, normalization, alpha=0.7, beta=1.3,
+                             threshold_on="importance"):
         model = make_model(
             importance_threshold=threshold, importance_normalization=normalization,
-            alpha=alpha, beta=beta,
+            alpha=alpha, beta=beta, threshold_on=threshold_on,
         )
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
         x, y = make_data()
-        task, distill, reg, keep = np_losses(model, x, y, threshold, normalization)
+        task, distill, reg, keep = np_losses(model, x, y, threshold, normalization, threshold_on)
         logs = model.train_on_batch(x, y, return_dict=True)
         self.assertAllClose(logs["task_loss"], task, rtol=1e-5)
         self.assertAllClose(logs["distill_loss"], distill, rtol=1e-5)
@@ -120,6 +129,23 @@ class DistillationModelLossTest(TestCase):
         keep = self._check_logged_losses(threshold=threshold, normalization="sum")
         self.assertGreater(keep.mean(), 0.0)
         self.assertLess(keep.mean(), 1.0)
+
+    def test_losses_match_numpy_with_share_skipping(self):
+        model = make_model()
+        x, _ = make_data()
+        _, w = model.question_augmenter(np_representation(model.student, x))
+        w = np.array(w)
+        share = 2 * w / w.sum(1, keepdims=True)  # K = 2 teachers; equal importances give 1
+        threshold = float(np.median(share))
+        keep = self._check_logged_losses(threshold=threshold, normalization="sum",
+                                         threshold_on="share")
+        self.assertAllClose(keep, (share >= threshold).astype("float32"))
+        self.assertGreater(keep.mean(), 0.0)
+        self.assertLess(keep.mean(), 1.0)
+        # The share is scale-free: halving every importance keeps the same pairs.
+        sharing = make_model(importance_threshold=threshold, threshold_on="share")
+        self.assertAllClose(np.asarray(sharing.kept(w)), keep)
+        self.assertAllClose(np.asarray(sharing.kept(w / 2)), keep)
 
     def test_evaluate_reports_the_student_alone(self):
         model = make_model()
@@ -236,6 +262,19 @@ class SkippingTest(TestCase):
         self.assertEqual([t.rows_seen for t in model.teachers], [[int(e)] for e in expected])
         self.assertLess(sum(expected), 2 * 40)
 
+    def test_share_threshold_never_skips_a_lone_teacher(self):
+        student, teachers = make_committee()
+        lone = CountingTeacher(teachers[0].model, name="mlp_m")
+        model = DistillationModel(student, [lone], importance_threshold=1.0, threshold_on="share",
+                                  embedding_dim=5, num_components=2, intermediate_dim=0)
+        model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+        x, y = make_data(n=24)
+        _, w = model.question_augmenter(np_representation(model.student, x))
+        self.assertLess(float(np.max(w)), 1.0)  # the raw threshold would skip every row
+        logs = model.train_on_batch(x, y, return_dict=True)
+        self.assertEqual(lone.rows_seen, [24])
+        self.assertAllClose(logs["pass_fraction_mlp_m"], 1.0)
+
     def test_threshold_zero_runs_every_row(self):
         x, y = make_data(n=24)
         model = self._model(0.0)
@@ -350,6 +389,11 @@ class BadInputTest(TestCase):
             DistillationModel(student, teachers, beta=-1)
         with pytest.raises(ValueError, match=r"importance_threshold.*\[0, 1\]"):
             DistillationModel(student, teachers, importance_threshold=1.5)
+        with pytest.raises(ValueError, match=r"importance_threshold.*\[0, 2\]"):
+            DistillationModel(student, teachers, importance_threshold=2.5, threshold_on="share")
+        DistillationModel(student, teachers, importance_threshold=1.5, threshold_on="share")
+        with pytest.raises(ValueError, match="threshold_on"):
+            DistillationModel(student, teachers, threshold_on="ratio")
         with pytest.raises(ValueError, match="importance_normalization"):
             DistillationModel(student, teachers, importance_normalization="softmax")
         plain = keras.Sequential([keras.layers.Dense(1)])

@@ -124,3 +124,16 @@ def test_debug_is_read_from_the_command_line():
 def test_reference_run_folder_is_untouched_by_a_refused_rerun(results, reference_run):
     assert results["changed_config_in_a_run_folder"].returncode == 2
     assert '"steps": 40' in (reference_run.out / "phases" / "config.json").read_text()
+
+
+def test_threshold_range_follows_what_it_is_compared_with():
+    with pytest.raises(ValueError, match=r"\[0, 1\] with --importance_threshold_on=importance"):
+        JobConfig(teachers=("mlp_l", "mlp_m"), importance_threshold=1.5)
+    share = JobConfig(teachers=("mlp_l", "mlp_m"), importance_threshold=1.5,
+                      importance_threshold_on="share")
+    assert share.threshold == 1.5
+    with pytest.raises(ValueError, match=r"\[0, 2\] with --importance_threshold_on=share"):
+        JobConfig(teachers=("mlp_l", "mlp_m"), importance_threshold=2.5,
+                  importance_threshold_on="share")
+    with pytest.raises(ValueError, match="--importance_threshold_on must be"):
+        JobConfig(importance_threshold_on="ratio")
