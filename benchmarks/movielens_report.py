@@ -74,6 +74,8 @@ def build_report(run_dirs):
         runs = metrics["runs"]
         s0 = [r["s0"]["test"]["mse"] for r in runs]
         distilled = [r["distilled"]["test"]["mse"] for r in runs]
+        distilled_val = [r["distilled"]["validation"]["mse"] for r in runs
+                         if "validation" in r["distilled"]]
         best = metrics["teachers"][metrics["best_teacher"]]["test"]["mse"]
         try:
             grr = gap_recovery_rate(np.mean(distilled), np.mean(s0), best, higher_is_better=False)
@@ -89,9 +91,12 @@ def build_report(run_dirs):
             "student_features": config.get("student_features") or config.get("mlp_features", "all"),
             "method": metrics["method"],
             "tau": config["importance_threshold"],
+            "threshold_on": config.get("importance_threshold_on", "importance"),
+            "method_params": config.get("method_params", ""),
             "teachers": {n: i["test"]["mse"] for n, i in metrics["teachers"].items()},
             "s0": _stat(s0),
             "distilled": _stat(distilled),
+            "distilled_validation": _stat(distilled_val) if distilled_val else None,
             "difference": _stat(np.subtract(distilled, s0)),
             "paired_t": _paired_t(np.subtract(distilled, s0)),
             "grr_of_means": grr,
@@ -119,19 +124,24 @@ def render(rows, title, command):
              "Student features: `all` = ids + user/movie attributes (as the teachers), `ids` = user "
              "and movie ids only (`--student_features=ids`).", "",
              "| committee | student features | method | τ | teachers' test MSE | S0 MSE | "
-             "distilled MSE | Δ (t) | GRR | pass fraction | paper MSE (GRR) | seeds | wall |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "distilled MSE | Δ (t) | GRR | pass fraction | distilled validation MSE | "
+             "paper MSE (GRR) | seeds | wall |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         teachers = ", ".join(f"{n} {v:.4f}" for n, v in r["teachers"].items())
         paper = "—" if r["paper"] is None else (
             f"{r['paper'][0]:.4f}" + (f" ({r['paper'][1]:.1f} %)" if r["paper"][1] else ""))
         tau = "—" if r["tau"] is None or r["tau"] < 0 else f"{r['tau']:.2f}"
+        if tau != "—" and r.get("threshold_on") == "share":
+            tau += " on K·w/Σw"
+        params = f", {r['method_params']}" if r.get("method_params") else ""
         grr = "undefined" if r["grr_of_means"] is None else f"{100 * r['grr_of_means']:.1f} %"
         t = "" if r["paired_t"] is None else f" (t = {r['paired_t']:.2f})"
+        val = "—" if r.get("distilled_validation") is None else _fmt(r["distilled_validation"])
         lines.append(
-            f"| {r['committee']} | {r['student_features']} | {r['method']} (α={r['alpha']:g}, β={r['beta']:g}) | {tau} | "
+            f"| {r['committee']} | {r['student_features']} | {r['method']} (α={r['alpha']:g}, β={r['beta']:g}{params}) | {tau} | "
             f"{teachers} | {_fmt(r['s0'])} | {_fmt(r['distilled'])} | "
-            f"{_fmt(r['difference'], sign='+')}{t} | {grr} | {r['passes'] or '—'} | {paper} | "
+            f"{_fmt(r['difference'], sign='+')}{t} | {grr} | {r['passes'] or '—'} | {val} | {paper} | "
             f"{','.join(map(str, r['seeds']))} | {r['minutes']:.0f} min |")
     return "\n".join(lines) + "\n"
 

@@ -23,7 +23,8 @@ def report_module():
 
 def _write_run(folder, teachers, teacher_mse, s0, distilled, student_features="ids"):
     os.makedirs(folder)
-    runs = [{"seed": i, "s0": {"test": {"mse": a}}, "distilled": {"test": {"mse": b}}}
+    runs = [{"seed": i, "s0": {"test": {"mse": a}},
+             "distilled": {"test": {"mse": b}, "validation": {"mse": b + 0.05}}}
             for i, (a, b) in enumerate(zip(s0, distilled))]
     metrics = {
         "config": {"teachers": list(teachers), "seeds": list(range(len(s0))),
@@ -54,6 +55,7 @@ def test_row_values_are_computed_from_the_seeds(tmp_path):
     # Paired t of (-0.05, -0.06, -0.04): mean -0.05, std 0.01 -> -0.05 / (0.01 / sqrt(3)).
     assert row["paired_t"] == pytest.approx(-0.05 / (0.01 / 3 ** 0.5))
     assert row["student_features"] == "ids"
+    assert row["distilled_validation"]["mean"] == pytest.approx(0.90)  # what tuning reads
     assert row["paper"] == (0.8358, 73.1)  # paper Table 4, MLP-L alone
     assert raw[run]["method"] == "diverse_distill"
 
@@ -68,6 +70,21 @@ def test_grr_is_undefined_when_no_teacher_beats_s0(tmp_path):
     table = report_module().render([row], "t", "cmd")
     assert "| mlp_l | all | diverse_distill" in table
     assert "undefined" in table
+
+
+def test_share_threshold_and_method_params_are_named(tmp_path):
+    run = str(tmp_path / "share")
+    _write_run(run, ["mlp_l", "mlp_m"], [0.80, 0.81], s0=[0.9, 0.9], distilled=[0.85, 0.85])
+    with open(os.path.join(run, "metrics.json")) as f:
+        metrics = json.load(f)
+    metrics["config"].update(importance_threshold=0.6, importance_threshold_on="share",
+                             method_params="question=native")
+    with open(os.path.join(run, "metrics.json"), "w") as f:
+        json.dump(metrics, f)
+    (row,), _ = report_module().build_report([run])
+    table = report_module().render([row], "t", "cmd")
+    assert "| 0.60 on K·w/Σw |" in table
+    assert "(α=0.5, β=1, question=native)" in table
 
 
 def test_minilm_stands_in_for_t5_in_the_paper_column(tmp_path):
