@@ -19,30 +19,18 @@ import numpy as np
 from absl import app, flags
 
 from diverse_distill.metrics import gap_recovery_rate
+from diverse_distill.paper_results import paper_mse
 
 flags.DEFINE_list("runs", [], "Run folders (each with a metrics.json).")
 flags.DEFINE_string("out", "docs/results/movielens", "Output path without extension.")
 flags.DEFINE_string("title", "MovieLens-100K: DiverseDistill committees", "Title of the page.")
 FLAGS = flags.FLAGS
 
-PAPER_TABLE_4 = {  # committee -> (MSE, GRR %) from the paper; None where it has no such row
-    ("mlp_l",): (0.8358, 73.1),
-    ("mlp_m",): (0.8365, None),
-    ("t5",): (0.8546, 38.9),
-    ("mlp_l", "mlp_m"): (0.8247, 93.3),
-    ("mlp_m", "t5"): (0.8197, 102.4),
-    ("mlp_l", "t5"): (0.8132, 114.2),
-    ("mlp_l", "mlp_m", "t5"): (0.8146, 111.6),
-}
-LANGUAGE_STAND_INS = {"minilm": "t5"}
+LANGUAGE_TEACHERS = {"minilm", "t5"}  # the paper's Flan-T5 column holds either
 
 
-def _paper_row(teachers):
-    key = tuple(sorted(LANGUAGE_STAND_INS.get(t, t) for t in teachers))
-    for committee, row in PAPER_TABLE_4.items():
-        if tuple(sorted(committee)) == key:
-            return row
-    return None
+def _paper_row(method, teachers):
+    return paper_mse(method, ["lm" if t in LANGUAGE_TEACHERS else t for t in teachers])
 
 
 def _fmt(stat, scale=1.0, digits=4, sign=""):
@@ -81,7 +69,7 @@ def build_report(run_dirs):
             grr = gap_recovery_rate(np.mean(distilled), np.mean(s0), best, higher_is_better=False)
         except ValueError:
             grr = None
-        paper = _paper_row(teachers)
+        paper = _paper_row(metrics["method"], teachers)
         passes = ", ".join(
             f"{n} {summary[f'pass_fraction_{n}']['mean']:.2f}"
             for n in teachers if f"pass_fraction_{n}" in summary

@@ -59,6 +59,8 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
+from diverse_distill.paper_results import paper_mse  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "A tiny version: synthetic ml-100k folder in a temporary "
                      "folder, tiny models, a few steps, 2 seeds, 1 trial (a few minutes).")
@@ -124,10 +126,6 @@ ABLATIONS = (
     ("fixed_question", "fixed question: each teacher answers its own hidden state "
      "(question=native)", {}, {"question": "native"}),
 )
-# The paper's Table 4 (MSE, GRR %), as in benchmarks/movielens_report.py; T5 <-> our LM.
-PAPER_TABLE_4 = {("mlp_l",): (0.8358, 73.1), ("mlp_m",): (0.8365, None), ("lm",): (0.8546, 38.9),
-                 ("mlp_l", "mlp_m"): (0.8247, 93.3), ("lm", "mlp_m"): (0.8197, 102.4),
-                 ("lm", "mlp_l"): (0.8132, 114.2), ("lm", "mlp_l", "mlp_m"): (0.8146, 111.6)}
 QUICK_JOB_FLAGS = ["--max_train_examples=1200", "--id_embedding_dim=16",
                    "--attribute_embedding_dim=4", "--student_hidden_units=16,8", "--steps=10",
                    "--eval_every=10", "--teacher_steps=20", "--lm_teacher_steps=10",
@@ -466,8 +464,7 @@ def render_markdown(rows, summary):
 
 
 def _paper(teachers, language_teacher):
-    key = tuple(sorted("lm" if t == language_teacher else t for t in teachers))
-    row = PAPER_TABLE_4.get(key)
+    row = paper_mse("diverse_distill", ["lm" if t == language_teacher else t for t in teachers])
     if row is None:
         return "—"
     return f"{row[0]:.4f}" + (f" ({row[1]:.1f})" if row[1] is not None else "")

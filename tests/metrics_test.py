@@ -38,3 +38,17 @@ def test_grr_refuses_a_teacher_that_does_not_beat_s0():
         gap_recovery_rate(0.95, 0.97, 0.96, higher_is_better=True)
     assert gap_recovery_rate(0.8132, 0.8760, 0.8210, higher_is_better=False) == pytest.approx(
         (0.8132 - 0.8760) / (0.8210 - 0.8760))
+
+
+def test_paper_numbers_reproduce_the_papers_own_grr():
+    """The GRR the paper prints follows from its MSEs by Eq. 5 (METHOD.md's check)."""
+    from diverse_distill import paper_results
+
+    for committee, (mse, grr) in paper_results.TABLE_4.items():
+        if grr is None or "mlp_l" not in committee:  # GRR against MLP-L, the best teacher
+            continue
+        expected = gap_recovery_rate(mse, paper_results.S0_MSE, paper_results.BEST_TEACHER_MSE,
+                                     higher_is_better=False)
+        assert abs(100 * expected - grr) < 0.15, (committee, 100 * expected, grr)
+    assert paper_results.paper_mse("mt", ("mlp_l", "lm")) == (0.8429, None)
+    assert paper_results.paper_mse("fd", ("mlp_l",)) is None

@@ -57,6 +57,7 @@ def test_row_values_are_computed_from_the_seeds(tmp_path):
     assert row["student_features"] == "ids"
     assert row["distilled_validation"]["mean"] == pytest.approx(0.90)  # what tuning reads
     assert row["paper"] == (0.8358, 73.1)  # paper Table 4, MLP-L alone
+    assert report_module()._paper_row("ld", ["mlp_l"]) == (0.8461, None)  # paper Table 3
     assert raw[run]["method"] == "diverse_distill"
 
 
