@@ -1,24 +1,15 @@
 """`benchmarks/movielens_report.py`: the committee table from bin/train's metrics.json files."""
 
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(REPO, "benchmarks", "movielens_report.py")
+from tests.benchmarks.script_module import load_script
 
 
 def report_module():
-    name = "benchmarks_movielens_report"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script("movielens_report")
 
 
 def _write_run(folder, teachers, teacher_mse, s0, distilled, student_features="ids"):

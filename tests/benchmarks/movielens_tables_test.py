@@ -1,6 +1,5 @@
 """`benchmarks/movielens_tables.py`: the `--quick` path end to end, and its protocol pieces."""
 
-import importlib.util
 import json
 import math
 import os
@@ -9,20 +8,15 @@ import sys
 
 import pytest
 
+from tests.benchmarks.script_module import load_script
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "benchmarks", "movielens_tables.py")
 ALL_METHODS = ("ld", "fd", "sckd", "diverse_distill", "mt", "amtml", "autoskd", "aekd")
 
 
 def tables_module():
-    """The script as a module (imported once: it defines absl flags)."""
-    name = "benchmarks_movielens_tables"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script("movielens_tables")
 
 
 def run_script(*args, timeout=900):
