@@ -79,8 +79,7 @@ def main(argv):
     phases = metrics["wall_seconds"]
     result = {
         "command": "python benchmarks/t5_full_run.py " + " ".join(sys.argv[1:]),
-        "bin_train": " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c
-                              for c in command[1:]),
+        "bin_train": " ".join(c.replace(REPO + os.sep, "") for c in command[1:]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "cpus": os.cpu_count(),
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
