@@ -353,13 +353,11 @@ class DistillationModel(StudentDistiller):
         if self.importance == "uniform":
             importance = ops.ones_like(importance)
         student_hidden = ops.cast(student_hidden, "float32")
-        if self.importance_threshold is None:
-            keep = ops.ones_like(importance)
-        else:
-            keep = self.kept(importance)
-            if self.importance_warmup_steps and getattr(self, "optimizer", None) is not None:
-                warming_up = self.optimizer.iterations < self.importance_warmup_steps
-                keep = ops.maximum(keep, ops.cast(warming_up, keep.dtype))
+        keep = self.kept(importance)
+        if (self.importance_threshold is not None and self.importance_warmup_steps
+                and getattr(self, "optimizer", None) is not None):
+            warming_up = self.optimizer.iterations < self.importance_warmup_steps
+            keep = ops.maximum(keep, ops.cast(warming_up, keep.dtype))
         reg_weights = importance * keep
         if self.importance_normalization == "sum":
             reg_weights = reg_weights / ops.maximum(

@@ -113,8 +113,10 @@ class JobConfig:
             raise ValueError("Learning rates must be positive.")
         if self.alpha < 0 or self.beta < 0:
             raise ValueError(f"--alpha and --beta must be >= 0, got {self.alpha}, {self.beta}.")
-        if self.importance_threshold_on not in ("importance", "share"):
-            raise ValueError("--importance_threshold_on must be 'importance' or 'share', "
+        from diverse_distill.distill.distillation_model import THRESHOLD_ON
+
+        if self.importance_threshold_on not in THRESHOLD_ON:
+            raise ValueError(f"--importance_threshold_on must be one of {list(THRESHOLD_ON)}, "
                              f"got {self.importance_threshold_on!r}.")
         most = 1 if self.importance_threshold_on == "importance" else len(self.teachers)
         if self.importance_threshold > most:
