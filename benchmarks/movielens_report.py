@@ -20,16 +20,15 @@ from absl import app, flags
 
 from diverse_distill.metrics import gap_recovery_rate
 from diverse_distill.paper_results import paper_mse
+from diverse_distill.pipeline.job_config import LANGUAGE_TEACHERS
 
 flags.DEFINE_list("runs", [], "Run folders (each with a metrics.json).")
 flags.DEFINE_string("out", "docs/results/movielens", "Output path without extension.")
 flags.DEFINE_string("title", "MovieLens-100K: DiverseDistill committees", "Title of the page.")
 FLAGS = flags.FLAGS
 
-LANGUAGE_TEACHERS = {"minilm", "t5"}  # the paper's Flan-T5 column holds either
-
-
 def _paper_row(method, teachers):
+    """The paper's row; any language-model teacher stands in for its Flan-T5 ("lm")."""
     return paper_mse(method, ["lm" if t in LANGUAGE_TEACHERS else t for t in teachers])
 
 

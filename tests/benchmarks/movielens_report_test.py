@@ -12,7 +12,7 @@ def report_module():
     return load_script("movielens_report")
 
 
-def _write_run(folder, teachers, teacher_mse, s0, distilled, student_features="ids"):
+def _write_run(folder, teachers, teacher_mse, s0, distilled, student_features="ids", **config):
     os.makedirs(folder)
     runs = [{"seed": i, "s0": {"test": {"mse": a}},
              "distilled": {"test": {"mse": b}, "validation": {"mse": b + 0.05}}}
@@ -20,7 +20,7 @@ def _write_run(folder, teachers, teacher_mse, s0, distilled, student_features="i
     metrics = {
         "config": {"teachers": list(teachers), "seeds": list(range(len(s0))),
                    "importance_threshold": -1.0, "alpha": 0.5, "beta": 1.0,
-                   "mlp_features": "all", "student_features": student_features},
+                   "mlp_features": "all", "student_features": student_features, **config},
         "method": "diverse_distill",
         "teachers": {n: {"test": {"mse": m}} for n, m in zip(teachers, teacher_mse)},
         "best_teacher": teachers[min(range(len(teachers)), key=teacher_mse.__getitem__)],
@@ -66,13 +66,9 @@ def test_grr_is_undefined_when_no_teacher_beats_s0(tmp_path):
 
 def test_share_threshold_and_method_params_are_named(tmp_path):
     run = str(tmp_path / "share")
-    _write_run(run, ["mlp_l", "mlp_m"], [0.80, 0.81], s0=[0.9, 0.9], distilled=[0.85, 0.85])
-    with open(os.path.join(run, "metrics.json")) as f:
-        metrics = json.load(f)
-    metrics["config"].update(importance_threshold=0.6, importance_threshold_on="share",
-                             method_params="question=native")
-    with open(os.path.join(run, "metrics.json"), "w") as f:
-        json.dump(metrics, f)
+    _write_run(run, ["mlp_l", "mlp_m"], [0.80, 0.81], s0=[0.9, 0.9], distilled=[0.85, 0.85],
+               importance_threshold=0.6, importance_threshold_on="share",
+               method_params="question=native")
     (row,), _ = report_module().build_report([run])
     table = report_module().render([row], "t", "cmd")
     assert "| 0.60 on K·w/Σw |" in table
