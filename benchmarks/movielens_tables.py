@@ -15,8 +15,8 @@ Tables (METHOD.md; the paper's MovieLens experiments):
 - Table 4, DiverseDistill on each committee (`--committees`);
 - Table 5, multi-teacher: MT, AMTML, AutoSKD, AEKD and DiverseDistill on the
   committee MLP-L + language model (`--table5_committee`);
-- `--ablations`: DiverseDistill on the Table 5 committee without importance
-  (`importance=uniform`: every w_k = 1), with raw w in L_reg
+- `--ablations`: DiverseDistill on the Table 5 committee (or `--ablation_committee`)
+  without importance (`importance=uniform`: every w_k = 1), with raw w in L_reg
   (`--importance_normalization=none`), with softmax alignment (`--alignment=softmax`)
   and with a fixed question (`question=native`: each teacher answers its own
   hidden state; no Question Augmenter questions).
@@ -39,7 +39,10 @@ Outputs in `--output_dir` (default docs/results; with `--quick` a new temporary
 folder, and never docs/ unless `--overwrite_docs`): tables.md (the tables and the
 commands), tables.json (every number, every trial) and tables_grr.png (GRR with
 error bars). Runs go to `--work_dir` (default runs/tables; with `--quick`
-OUTPUT_DIR/runs); rerunning the same command reuses finished runs.
+OUTPUT_DIR/runs); rerunning the same command reuses finished runs (also a finished run
+of the same configuration on more seeds). Started twice or more at once, the copies share
+the rows: each row is locked (`WORK_DIR/ROW.lock`) by the copy that runs it, and a copy
+that finds a row locked does the others first, then waits for it and reuses its runs.
 """
 
 import dataclasses
@@ -84,11 +87,15 @@ flags.DEFINE_list("committees", ["mlp_l", "mlp_m", "lm", "mlp_l+mlp_m", "mlp_m+l
                   "Table 4 committees, teachers joined by '+' (--quick default: mlp_l, lm, "
                   "mlp_l+lm).")
 flags.DEFINE_string("table5_committee", "mlp_l+lm", "The multi-teacher committee of Table 5 "
-                    "and of the ablations.")
+                    "(and of the ablations unless --ablation_committee).")
+flags.DEFINE_string("ablation_committee", "", "The committee of the ablations (default: "
+                    "--table5_committee).")
 flags.DEFINE_list("seeds", [], "Seeds (default 0,1,2; --quick: 0,1). The first one tunes.")
 flags.DEFINE_integer("trials", 0, "Hyper-parameter configurations per method (default 8; "
                      "--quick: 1).")
 flags.DEFINE_integer("search_seed", 0, "Seed of the random search.")
+flags.DEFINE_boolean("wait", True, "Wait for the rows another copy of the command is running "
+                     "(then write the tables); --nowait skips them and writes nothing.")
 flags.DEFINE_boolean("estimate_only", False, "Train nothing: measure the step time of every "
                      "method at the configured size and write the plan and its cost.")
 flags.DEFINE_integer("measure_steps", 20, "Timed steps per method with --estimate_only.")
@@ -159,7 +166,8 @@ def committee(text, language_teacher):
     return tuple(names)
 
 
-def plan(tables, ablations, single_teachers, committees, table5, language_teacher):
+def plan(tables, ablations, single_teachers, committees, table5, language_teacher,
+         ablation_committee=None):
     """`(units by slug, rows)`: each row names a table, its unit and its reference unit."""
     units, rows = {}, []
 
@@ -182,7 +190,7 @@ def plan(tables, ablations, single_teachers, committees, table5, language_teache
         for method in MULTI_TEACHER_METHODS + ("diverse_distill",):
             add("5", Unit(method, teachers), reference)
     if ablations:
-        teachers = committee(table5, language_teacher)
+        teachers = committee(ablation_committee or table5, language_teacher)
         reference = Unit("diverse_distill", teachers).slug
         for variant, _, overrides, params in ABLATIONS:
             add("ablations", Unit("diverse_distill", teachers, variant, dict(overrides),
@@ -229,8 +237,17 @@ def _comparable(config_dict):
                                   if k not in COSMETIC_FIELDS}))
 
 
+def reusable(finished_config, config):
+    """Whether a finished run of `finished_config` answers `config`: the same configuration
+    on the same seeds or on more (every seed of a run is independent of the others)."""
+    finished, wanted = _comparable(finished_config), _comparable(config.to_dict())
+    finished_seeds, wanted_seeds = finished.pop("seeds", []), wanted.pop("seeds", [])
+    return finished == wanted and set(wanted_seeds) <= set(finished_seeds)
+
+
 def run_job(config, log_path):
-    """`metrics.json` of a `MovieLensJob` run of `config` (reused if already finished)."""
+    """`metrics.json` of a `MovieLensJob` run of `config` (reused if already finished, also
+    when the finished run covers more seeds)."""
     import keras
 
     from diverse_distill.pipeline.movielens_job import MovieLensJob
@@ -239,7 +256,7 @@ def run_job(config, log_path):
     if os.path.exists(path):
         with open(path) as f:
             metrics = json.load(f)
-        if _comparable(metrics["config"]) == _comparable(config.to_dict()):
+        if reusable(metrics["config"], config):
             return metrics, True
         config = dataclasses.replace(config, resume=False)  # another config: start afresh
     os.makedirs(config.output_dir, exist_ok=True)
@@ -253,6 +270,46 @@ def run_job(config, log_path):
         finally:
             keras.backend.clear_session()
     return metrics, False
+
+
+def claim(work_dir, slug, wait):
+    """An exclusive lock on the row `slug` under `work_dir` (an open file: keep it until the
+    row is done), or `None` when another process holds it and `wait` is false. Lets several
+    copies of the same command share the rows (each takes the rows nobody else runs)."""
+    import fcntl
+
+    os.makedirs(work_dir, exist_ok=True)
+    handle = open(os.path.join(work_dir, f"{slug}.lock"), "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def run_units(units, run, work_dir, log, wait=True):
+    """`run(unit)` for every unit, in order, skipping the rows another process is running
+    (claimed with `claim`) and coming back to them, waiting, once the rest are done (a row
+    done by the other process is then reused from its finished runs). With `wait=False`
+    the skipped rows are left out of the result."""
+    results, deferred = {}, []
+    for k, (slug, unit) in enumerate(units.items()):
+        lock = claim(work_dir, slug, wait=False)
+        if lock is None:
+            log(f"[{k + 1}/{len(units)}] {slug}: run by another process, later")
+            deferred.append(slug)
+            continue
+        with lock:
+            log(f"[{k + 1}/{len(units)}] {slug}")
+            results[slug] = run(unit)
+    if not wait:
+        return {slug: results[slug] for slug in units if slug in results}
+    for slug in deferred:
+        log(f"[{list(units).index(slug) + 1}/{len(units)}] {slug} (waiting for its lock)")
+        with claim(work_dir, slug, wait=True):
+            results[slug] = run(units[slug])
+    return {slug: results[slug] for slug in units}
 
 
 def seed_records(metrics):
@@ -452,7 +509,8 @@ def render_markdown(rows, summary):
               r["label"], _pm(r["test_mse"]), _pm(r["grr"], 100, 1), _p(r["vs_reference"]),
               f"{_params(r['chosen_params'])} ({r['trials']})"])
     descriptions = {name: text for name, text, _, _ in ABLATIONS}
-    table("Ablations (DiverseDistill on " + " + ".join(summary["table5_committee"]) + ")",
+    table("Ablations (DiverseDistill on " + " + ".join(
+        summary.get("ablation_committee", summary["table5_committee"])) + ")",
           "ablations", ["variant"] + common[:2] + ["p vs full DiverseDistill",
                                                    "chosen (trials)"], lambda r: [
               descriptions[r["variant"]], _pm(r["test_mse"]), _pm(r["grr"], 100, 1),
@@ -766,12 +824,14 @@ def main(argv):
                                           num_movies=60, num_ratings=1500, seed=0)
     base = base_config(quick, data_dir, work_dir)
     units, row_plan = plan(FLAGS.tables, FLAGS.ablations, FLAGS.single_teachers, committees,
-                           FLAGS.table5_committee, language_teacher)
+                           FLAGS.table5_committee, language_teacher, FLAGS.ablation_committee)
     os.makedirs(output_dir, exist_ok=True)
     summary = {"command": command, "quick": quick, "ablations": FLAGS.ablations,
                "language_teacher": language_teacher, "seeds": seeds, "trials": trials,
                "steps": base.steps, "batch_size": base.batch_size,
                "table5_committee": list(committee(FLAGS.table5_committee, language_teacher)),
+               "ablation_committee": list(committee(
+                   FLAGS.ablation_committee or FLAGS.table5_committee, language_teacher)),
                "base_flagfile": None if quick else FLAGS.base_flagfile,
                "job_flags": (QUICK_JOB_FLAGS if quick else []) + list(FLAGS.job_flags),
                "date": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -796,11 +856,16 @@ def main(argv):
               f"{output_dir}/tables.md", flush=True)
         return
 
-    results = {}
-    for k, (slug, unit) in enumerate(units.items()):
-        print(f"[{k + 1}/{len(units)}] {slug}", flush=True)
-        results[slug] = tune_and_run(unit, base, seeds, trials, FLAGS.search_seed, work_dir,
-                                     lambda m: print(m, flush=True))
+    def log(message):
+        print(message, flush=True)
+
+    results = run_units(units, lambda unit: tune_and_run(
+        unit, base, seeds, trials, FLAGS.search_seed, work_dir, log), work_dir, log, FLAGS.wait)
+    if len(results) < len(units):
+        print(f"{len(units) - len(results)} row(s) left to another process "
+              f"({', '.join(s for s in units if s not in results)}); rerun without --nowait to "
+              "write the tables.", flush=True)
+        return
     rows = build_rows(row_plan, results, seeds)
     summary["wall_seconds"] = time.time() - start
     with open(os.path.join(output_dir, "tables.json"), "w") as f:

@@ -119,3 +119,51 @@ def test_plan_references_diverse_distill_on_the_same_teachers():
     # Shared rows are tuned and run once.
     assert sum(r["unit"] == "diverse_distill-mlp_l+minilm" for r in rows) == 3
     assert len(units) == len({r["unit"] for r in rows})
+
+
+def test_ablation_committee_moves_only_the_ablations():
+    tables = tables_module()
+    units, rows = tables.plan(["5"], True, [], [], "mlp_l+lm", "minilm",
+                              ablation_committee="mlp_l+mlp_m")
+    table5 = {units[r["unit"]].teachers for r in rows if r["table"] == "5"}
+    ablations = [r for r in rows if r["table"] == "ablations"]
+    assert table5 == {("mlp_l", "minilm")}
+    assert {units[r["unit"]].teachers for r in ablations} == {("mlp_l", "mlp_m")}
+    assert {r["reference"] for r in ablations} == {"diverse_distill-mlp_l+mlp_m"}
+
+
+def test_a_finished_run_on_more_seeds_is_reused_but_not_another_config():
+    import dataclasses
+
+    from diverse_distill.pipeline.job_config import JobConfig
+
+    tables = tables_module()
+    finished = JobConfig(seeds=(0, 1, 2), output_dir="a").to_dict()
+    assert tables.reusable(finished, JobConfig(seeds=(0,), output_dir="b"))
+    assert tables.reusable(finished, JobConfig(seeds=(1, 2)))
+    assert not tables.reusable(finished, JobConfig(seeds=(0, 3)))
+    assert not tables.reusable(finished, dataclasses.replace(JobConfig(seeds=(0,)), alpha=0.25))
+
+
+def test_copies_share_rows_through_locks(tmp_path):
+    import threading
+
+    tables = tables_module()
+    units = {"a": "unit a", "b": "unit b", "c": "unit c"}
+    ran = []
+
+    def run(unit):
+        ran.append(unit)
+        return unit.upper()
+
+    held = tables.claim(str(tmp_path), "b", wait=False)  # another copy runs row b
+    assert held is not None and tables.claim(str(tmp_path), "b", wait=False) is None
+    assert tables.run_units(units, run, str(tmp_path), lambda m: None, wait=False) == {
+        "a": "UNIT A", "c": "UNIT C"}
+    assert ran == ["unit a", "unit c"]
+    # Waiting: row b comes last, once its holder lets go.
+    ran.clear()
+    threading.Timer(0.3, held.close).start()
+    results = tables.run_units(units, run, str(tmp_path), lambda m: None, wait=True)
+    assert ran == ["unit a", "unit c", "unit b"]
+    assert list(results) == ["a", "b", "c"] and results["b"] == "UNIT B"
