@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The paper's Tables 3, 4 and 5 (and ablations) on our MovieLens-100K split.
 
-    # the full run (hours; see docs/results/tables.md for its cost):
+    # the paper-size run (hours; its cost: docs/results/tables_cost.md):
     python benchmarks/movielens_tables.py --ablations
     # a tiny version in a few minutes (synthetic ml-100k folder, tiny models):
     python benchmarks/movielens_tables.py --quick --output_dir=/tmp/tables_quick
-    # the cost of the full run, from step times measured at full size (no training):
+    # the cost of a run, from step times measured at full size (no training; tables_cost.md):
     python benchmarks/movielens_tables.py --estimate_only --ablations
 
 Tables (METHOD.md; the paper's MovieLens experiments):
@@ -99,7 +99,8 @@ flags.DEFINE_string("notes", "", "A markdown file whose text goes into tables.md
 flags.DEFINE_boolean("wait", True, "Wait for the rows another copy of the command is running "
                      "(then write the tables); --nowait skips them and writes nothing.")
 flags.DEFINE_boolean("estimate_only", False, "Train nothing: measure the step time of every "
-                     "method at the configured size and write the plan and its cost.")
+                     "method at the configured size and write the plan and its cost "
+                     "(tables_cost.md, tables_cost.json).")
 flags.DEFINE_integer("measure_steps", 20, "Timed steps per method with --estimate_only.")
 
 MULTI_TEACHER_METHODS = ("mt", "amtml", "autoskd", "aekd")
@@ -703,13 +704,11 @@ def cost_estimate(units, step_times, base, trials, seeds):
 
 def render_estimate(estimate, summary, base):
     lines = ["# MovieLens-100K: Tables 3, 4, 5 and ablations on our split", "",
-             "**The full tables are not yet generated.** This page holds the exact command of "
-             "the full run and its estimated cost; running the command replaces it with the "
-             "tables (tables.md), every number (tables.json) and the GRR chart "
-             "(tables_grr.png).", "",
-             "Full run (from the repository root; reuses cached teachers and S0 under "
-             f"`{base.cache_dir}`, writes its runs under runs/tables, resumable):", "",
-             "```bash", FULL_COMMAND, "```", "",
+             "The estimated cost of the run below (no training was done to write this page; "
+             "the tables themselves are in tables.md).", "",
+             "Run (from the repository root; reuses cached teachers and S0 under "
+             f"`{base.cache_dir}`, resumable):", "",
+             "```bash", summary["command"].replace(" --estimate_only", ""), "```", "",
              "A tiny end-to-end check of the same code path (a few minutes, writes to a "
              "temporary folder):", "", "```bash",
              "python benchmarks/movielens_tables.py --quick --ablations "
@@ -756,28 +755,25 @@ def render_estimate(estimate, summary, base):
                      else "; prefix cache not complete yet")
         lines.append(f"- `{name}` (`{entry['key']}`): {text}.")
     language = summary["language_teacher"]
-    lm_baselines = sum(u["seconds"] for slug, u in estimate["per_unit"].items()
-                       if not slug.startswith("diverse_distill") and language in slug)
+    lm_rows = sum(u["seconds"] for slug, u in estimate["per_unit"].items() if language in slug)
     no_lm = estimate["s0_seconds"] + sum(u["seconds"] for slug, u in estimate["per_unit"].items()
                                          if language not in slug)
+    load = summary["load_average"]
     lines += ["", "Notes:", "",
-              f"- The baselines with the language teacher take {lm_baselines / 3600:.0f} of the "
-              f"{total / 3600:.0f} hours: they call the unmodified teacher, the whole "
-              f"`{language}` forward pass, at every step, while DiverseDistill reads the "
-              "teacher's prefix from the prefix cache and runs only its suffix. The teacher "
-              "is frozen and runs with `training=False`, so a cache of its per-example "
-              "prediction and last hidden state would be exact and would bring those rows "
-              "down to the cost of the MLP rows (not implemented yet).",
-              "- The step times were measured while other training jobs shared the 2 cores, "
-              "so they are noisy: e.g. MT's step runs the same language-model forward pass "
-              "as LD's plus a small MLP-L forward pass, yet measured about 1.9× slower. Read "
-              "the total as good to about a factor of 2. The ablation rows reuse the step "
-              "time of the full DiverseDistill row on the same committee.",
+              f"- The rows with the language teacher take {lm_rows / 3600:.1f} of the "
+              f"{total / 3600:.1f} hours, nearly all of it DiverseDistill's: it runs the "
+              f"`{language}` suffix forward and backward at every step (the question is "
+              "trained through it), while the baselines read the frozen teacher's prediction "
+              "and hidden state from its `TeacherOutputCache` and cost what the MLP rows cost.",
+              f"- Load average while measuring: {load} (2 cores). Step times measured beside "
+              "other jobs can be up to 2× too high. The ablation rows reuse the step time of "
+              "the full DiverseDistill row on the same committee.",
               f"- Without the language teacher (`--tables=3,4 --single_teachers=mlp_l "
               f"--committees=mlp_l,mlp_m,mlp_l+mlp_m`) the cost is about "
               f"{no_lm / 3600:.1f} hours.",
               "- Fewer trials or seeds scale the cost linearly in (trials + seeds − 1); "
-              "`--job_flags=--steps=N` scales it in N (every method keeps the same steps).", ""]
+              "`--job_flags=--steps=N` scales it in N (every method keeps the same steps). "
+              "Copies of the command started at once share the rows (per-row locks).", ""]
     return "\n".join(lines)
 
 
@@ -855,15 +851,15 @@ def main(argv):
         summary["s0_step"] = step_times["s0"]
         summary["one_off"] = one_off_status(base, units)
         estimate = cost_estimate(units, step_times, base, trials, seeds)
-        with open(os.path.join(output_dir, "tables.md"), "w") as f:
+        with open(os.path.join(output_dir, "tables_cost.md"), "w") as f:
             f.write(render_estimate(estimate, summary, base))
-        with open(os.path.join(output_dir, "tables.json"), "w") as f:
+        with open(os.path.join(output_dir, "tables_cost.json"), "w") as f:
             json.dump({"status": "not generated: cost estimate only", "summary": summary,
                        "plan": {s: dataclasses.asdict(u) for s, u in units.items()},
                        "rows": row_plan, "step_seconds": step_times, "estimate": estimate,
                        "base_config": base.to_dict()}, f, indent=1)
-        print(f"estimated full-run cost: {estimate['total_seconds'] / 3600:.1f} h -> "
-              f"{output_dir}/tables.md", flush=True)
+        print(f"estimated cost: {estimate['total_seconds'] / 3600:.1f} h -> "
+              f"{output_dir}/tables_cost.md", flush=True)
         return
 
     def log(message):

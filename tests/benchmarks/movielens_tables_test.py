@@ -167,3 +167,20 @@ def test_copies_share_rows_through_locks(tmp_path):
     results = tables.run_units(units, run, str(tmp_path), lambda m: None, wait=True)
     assert ran == ["unit a", "unit c", "unit b"]
     assert list(results) == ["a", "b", "c"] and results["b"] == "UNIT B"
+
+
+def test_cost_estimate_counts_trials_plus_extra_seeds_per_row():
+    import types
+
+    tables = tables_module()
+    units, _ = tables.plan(["3"], False, ["mlp_l"], [], "mlp_l+lm", "minilm")
+    step_times = {slug: 0.01 * (k + 1) for k, slug in enumerate(units)}
+    step_times["s0"] = 0.005
+    base = types.SimpleNamespace(steps=1000, batch_size=64)
+    estimate = tables.cost_estimate(units, step_times, base, trials=4, seeds=[0, 1, 2])
+    for slug, unit in estimate["per_unit"].items():
+        assert unit["runs"] == 4 + 3 - 1
+        assert unit["seconds"] == 6 * 1000 * step_times[slug]
+    assert estimate["s0_seconds"] == 3 * 1000 * 0.005
+    assert estimate["total_seconds"] == estimate["s0_seconds"] + sum(
+        u["seconds"] for u in estimate["per_unit"].values())
