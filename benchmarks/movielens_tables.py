@@ -62,7 +62,7 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
-from diverse_distill.paper_results import paper_mse  # noqa: E402
+from diverse_distill.paper_results import BEST_TEACHER_MSE, S0_MSE, paper_mse  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "A tiny version: synthetic ml-100k folder in a temporary "
@@ -492,7 +492,7 @@ def render_markdown(rows, summary):
             teachers.update(r["teachers_test_mse"])
         lines += [f"S0 (no distillation): test MSE {_pm(first['s0_test_mse'])}. Teachers' "
                   "test MSE: " + ", ".join(f"{n} {v:.4f}" for n, v in sorted(teachers.items()))
-                  + ".", ""]
+                  + f". (The paper: S0 {S0_MSE:.4f}, MLP-L {BEST_TEACHER_MSE:.4f}.)", ""]
 
     def table(title, key, columns, render_row):
         selected = [r for r in rows if r["table"] == key]
@@ -503,18 +503,21 @@ def render_markdown(rows, summary):
         lines.extend("| " + " | ".join(render_row(r)) + " |" for r in selected)
         lines.append("")
 
-    common = ["test MSE", "GRR %", "p vs DiverseDistill", "chosen (trials)"]
+    common = ["test MSE", "GRR %", "p vs DiverseDistill", "paper MSE", "chosen (trials)"]
+    language = summary["language_teacher"]
     table("Table 3: one teacher", "3", ["teacher", "method"] + common, lambda r: [
         r["teachers"][0], r["label"], _pm(r["test_mse"]), _pm(r["grr"], 100, 1),
-        _p(r["vs_reference"]), f"{_params(r['chosen_params'])} ({r['trials']})"])
+        _p(r["vs_reference"]), _paper(r["method"], r["teachers"], language),
+        f"{_params(r['chosen_params'])} ({r['trials']})"])
     table("Table 4: DiverseDistill per committee", "4",
           ["committee", "test MSE", "GRR %", "p vs S0", "paper MSE (GRR %)", "chosen (trials)"],
           lambda r: [" + ".join(r["teachers"]), _pm(r["test_mse"]), _pm(r["grr"], 100, 1),
-                     _p(r["vs_s0"]), _paper(r["teachers"], summary["language_teacher"]),
+                     _p(r["vs_s0"]), _paper("diverse_distill", r["teachers"], language),
                      f"{_params(r['chosen_params'])} ({r['trials']})"])
     table("Table 5: multi-teacher methods on " + " + ".join(summary["table5_committee"]), "5",
           ["method"] + common, lambda r: [
               r["label"], _pm(r["test_mse"]), _pm(r["grr"], 100, 1), _p(r["vs_reference"]),
+              _paper(r["method"], r["teachers"], language),
               f"{_params(r['chosen_params'])} ({r['trials']})"])
     descriptions = {name: text for name, text, _, _ in ABLATIONS}
     table("Ablations (DiverseDistill on " + " + ".join(
@@ -529,8 +532,9 @@ def render_markdown(rows, summary):
     return "\n".join(lines)
 
 
-def _paper(teachers, language_teacher):
-    row = paper_mse("diverse_distill", ["lm" if t == language_teacher else t for t in teachers])
+def _paper(method, teachers, language_teacher):
+    """The paper's MSE (GRR %) for `method` on `teachers` (its language model: ours)."""
+    row = paper_mse(method, ["lm" if t == language_teacher else t for t in teachers])
     if row is None:
         return "—"
     return f"{row[0]:.4f}" + (f" ({row[1]:.1f})" if row[1] is not None else "")
