@@ -234,10 +234,18 @@ def job_config(base, unit, params, seeds, output_dir):
 
 
 def _comparable(config_dict):
+    """What determines a run's results: a `JobConfig` dict without its cosmetic fields, a
+    field it lacks (written before the field existed) at its default, and without the
+    language-teacher fields when it has no language teacher."""
+    from diverse_distill.pipeline.job_config import (LANGUAGE_TEACHER_FIELDS,
+                                                     LANGUAGE_TEACHERS, JobConfig)
     from diverse_distill.pipeline.run_state import COSMETIC_FIELDS
 
-    return json.loads(json.dumps({k: v for k, v in config_dict.items()
-                                  if k not in COSMETIC_FIELDS}))
+    config_dict = {**JobConfig().to_dict(), **config_dict}
+    ignored = set(COSMETIC_FIELDS)
+    if not set(config_dict["teachers"]) & set(LANGUAGE_TEACHERS):
+        ignored.update(LANGUAGE_TEACHER_FIELDS)
+    return json.loads(json.dumps({k: v for k, v in config_dict.items() if k not in ignored}))
 
 
 def reusable(finished_config, config):

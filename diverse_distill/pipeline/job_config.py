@@ -7,6 +7,10 @@ import json
 MLP_TEACHERS = {"mlp_s": (128, 64), "mlp_m": (512, 256), "mlp_l": (1024, 512)}
 LANGUAGE_TEACHERS = ("t5", "minilm", "tiny_t5", "tiny_bert")
 KNOWN_TEACHERS = tuple(MLP_TEACHERS) + LANGUAGE_TEACHERS
+# JobConfig fields that only a language teacher reads: a run with none does not depend on them.
+LANGUAGE_TEACHER_FIELDS = ("t5_preset", "bert_preset", "lm_sequence_length", "bert_suffix_mode",
+                           "bert_injection_layer", "prefix_cache", "prefix_cache_dtype",
+                           "lm_teacher_steps", "lm_learning_rate", "lm_finetune")
 STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 MIXED_PRECISIONS = ("float32", "bf16")  # --mixed_precision
 

@@ -184,3 +184,20 @@ def test_cost_estimate_counts_trials_plus_extra_seeds_per_row():
     assert estimate["s0_seconds"] == 3 * 1000 * 0.005
     assert estimate["total_seconds"] == estimate["s0_seconds"] + sum(
         u["seconds"] for u in estimate["per_unit"].values())
+
+
+def test_reuse_ignores_language_fields_only_without_a_language_teacher():
+    import dataclasses
+
+    from diverse_distill.pipeline.job_config import JobConfig
+
+    tables = tables_module()
+    mlp = JobConfig(teachers=("mlp_l",), seeds=(0,))
+    older = mlp.to_dict()
+    del older["importance_threshold_on"]  # written before the field existed: its default
+    older["lm_sequence_length"] = 48  # no language teacher reads it
+    assert tables.reusable(older, mlp)
+    assert not tables.reusable({**older, "importance_threshold_on": "share"}, mlp)
+    with_lm = dataclasses.replace(mlp, teachers=("mlp_l", "minilm"))
+    assert not tables.reusable({**older, "teachers": ["mlp_l", "minilm"]}, with_lm)
+    assert tables.reusable({**with_lm.to_dict(), "seeds": [0, 1]}, with_lm)
