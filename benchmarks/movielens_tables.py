@@ -94,6 +94,10 @@ flags.DEFINE_list("seeds", [], "Seeds (default 0,1,2; --quick: 0,1). The first o
 flags.DEFINE_integer("trials", 0, "Hyper-parameter configurations per method (default 8; "
                      "--quick: 1).")
 flags.DEFINE_integer("search_seed", 0, "Seed of the random search.")
+flags.DEFINE_enum("ablation_protocol", "tuned", ["tuned", "fixed"], "Ablations: 'tuned' "
+                  "(each variant tuned like a method, --trials configurations) or 'fixed' (each "
+                  "variant runs the full DiverseDistill's chosen configuration on every seed: "
+                  "one part removed, nothing else changed).")
 flags.DEFINE_string("notes", "", "A markdown file whose text goes into tables.md after the "
                     "protocol (e.g. the discussion of the numbers).")
 flags.DEFINE_boolean("wait", True, "Wait for the rows another copy of the command is running "
@@ -345,10 +349,13 @@ def seed_records(metrics):
     return records
 
 
-def tune_and_run(unit, base, seeds, trials, search_seed, work_dir, log):
-    """Tunes `unit` on the validation MSE of `seeds[0]`, then runs the choice on every seed."""
-    configs = search_configurations(unit.method, len(unit.teachers), trials, search_seed,
-                                    unit.slug)
+def tune_and_run(unit, base, seeds, trials, search_seed, work_dir, log, configurations=None):
+    """Tunes `unit` on the validation MSE of `seeds[0]`, then runs the choice on every seed.
+
+    `configurations`: the hyper-parameter configurations to choose from (default: `trials`
+    of them from `search_configurations`); a single one runs every seed at once."""
+    configs = configurations or search_configurations(unit.method, len(unit.teachers), trials,
+                                                      search_seed, unit.slug)
     folder = os.path.join(work_dir, unit.slug)
     trial_results = []
     for i, params in enumerate(configs):
@@ -528,8 +535,10 @@ def render_markdown(rows, summary):
               _paper(r["method"], r["teachers"], language),
               f"{_params(r['chosen_params'])} ({r['trials']})"])
     descriptions = {name: text for name, text, _, _ in ABLATIONS}
+    fixed = summary.get("ablation_protocol") == "fixed"
     table("Ablations (DiverseDistill on " + " + ".join(
-        summary.get("ablation_committee", summary["table5_committee"])) + ")",
+        summary.get("ablation_committee", summary["table5_committee"])) + ")"
+          + (": every variant at the full model's chosen configuration" if fixed else ""),
           "ablations", ["variant"] + common[:2] + ["p vs full DiverseDistill",
                                                    "chosen (trials)"], lambda r: [
               descriptions[r["variant"]], _pm(r["test_mse"]), _pm(r["grr"], 100, 1),
@@ -845,6 +854,7 @@ def main(argv):
                "language_teacher": language_teacher, "seeds": seeds, "trials": trials,
                "steps": base.steps, "batch_size": base.batch_size,
                "table5_committee": list(committee(FLAGS.table5_committee, language_teacher)),
+               "ablation_protocol": FLAGS.ablation_protocol,
                "ablation_committee": list(committee(
                    FLAGS.ablation_committee or FLAGS.table5_committee, language_teacher)),
                "base_flagfile": None if quick else FLAGS.base_flagfile,
@@ -877,8 +887,18 @@ def main(argv):
     def log(message):
         print(message, flush=True)
 
-    results = run_units(units, lambda unit: tune_and_run(
-        unit, base, seeds, trials, FLAGS.search_seed, work_dir, log), work_dir, log, FLAGS.wait)
+    def run(unit):
+        if unit.variant == "full" or FLAGS.ablation_protocol == "tuned":
+            return tune_and_run(unit, base, seeds, trials, FLAGS.search_seed, work_dir, log)
+        # "fixed": the full model's chosen configuration (its row reused, or run first).
+        full = Unit(unit.method, unit.teachers)
+        with claim(work_dir, full.slug, wait=True):
+            chosen = tune_and_run(full, base, seeds, trials, FLAGS.search_seed, work_dir,
+                                  log)["chosen_params"]
+        return tune_and_run(unit, base, seeds, trials, FLAGS.search_seed, work_dir, log,
+                            configurations=[chosen])
+
+    results = run_units(units, run, work_dir, log, FLAGS.wait)
     if len(results) < len(units):
         print(f"{len(units) - len(results)} row(s) left to another process "
               f"({', '.join(s for s in units if s not in results)}); rerun without --nowait to "

@@ -201,3 +201,32 @@ def test_reuse_ignores_language_fields_only_without_a_language_teacher():
     with_lm = dataclasses.replace(mlp, teachers=("mlp_l", "minilm"))
     assert not tables.reusable({**older, "teachers": ["mlp_l", "minilm"]}, with_lm)
     assert tables.reusable({**with_lm.to_dict(), "seeds": [0, 1]}, with_lm)
+
+
+def test_a_single_given_configuration_runs_every_seed_at_once(monkeypatch, tmp_path):
+    from diverse_distill.pipeline.job_config import JobConfig
+
+    tables = tables_module()
+    calls = []
+
+    def fake_run_job(config, log_path):
+        calls.append(config)
+        runs = [{"seed": s, "s0": {"test": {"mse": 1.0}},
+                 "grr": {"mse": 0.5},
+                 "distilled": {"test": {"mse": 0.9 + config.alpha, "rmse": 0.0, "mae": 0.0},
+                               "validation": {"mse": 0.8 + config.alpha}}}
+                for s in config.seeds]
+        return {"runs": runs, "best_teacher": "mlp_l",
+                "teachers": {"mlp_l": {"test": {"mse": 0.8}}}}, False
+
+    monkeypatch.setattr(tables, "run_job", fake_run_job)
+    unit = tables.Unit("diverse_distill", ("mlp_l",), "raw_w",
+                       {"importance_normalization": "none"}, {})
+    chosen = {"alpha": 1.5, "beta": 0.1}
+    result = tables.tune_and_run(unit, JobConfig(), [0, 1, 2], 8, 0, str(tmp_path),
+                                 lambda m: None, configurations=[chosen])
+    assert len(calls) == 1  # no tuning: one run over every seed
+    assert calls[0].seeds == (0, 1, 2) and calls[0].alpha == 1.5 and calls[0].beta == 0.1
+    assert calls[0].importance_normalization == "none"  # the ablated part
+    assert result["chosen_params"] == chosen and len(result["trials"]) == 1
+    assert [result["per_seed"][str(s)]["test_mse"] for s in (0, 1, 2)] == [2.4, 2.4, 2.4]
