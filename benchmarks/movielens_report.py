@@ -27,6 +27,7 @@ flags.DEFINE_string("out", "docs/results/movielens", "Output path without extens
 flags.DEFINE_string("title", "MovieLens-100K: DiverseDistill committees", "Title of the page.")
 FLAGS = flags.FLAGS
 
+
 def _paper_row(method, teachers):
     """The paper's row; any language-model teacher stands in for its Flan-T5 ("lm")."""
     return paper_mse(method, ["lm" if t in LANGUAGE_TEACHERS else t for t in teachers])

@@ -889,16 +889,22 @@ def main(argv):
     def log(message):
         print(message, flush=True)
 
+    done = {}  # slug -> result of the rows this copy ran
+
     def run(unit):
         if unit.variant == "full" or FLAGS.ablation_protocol == "tuned":
-            return tune_and_run(unit, base, seeds, trials, FLAGS.search_seed, work_dir, log)
-        # "fixed": the full model's chosen configuration (its row reused, or run first).
+            done[unit.slug] = tune_and_run(unit, base, seeds, trials, FLAGS.search_seed,
+                                           work_dir, log)
+            return done[unit.slug]
+        # "fixed": the full model's chosen configuration (its row from this copy, else
+        # reused from another copy's finished runs, or run first).
         full = Unit(unit.method, unit.teachers)
-        with claim(work_dir, full.slug, wait=True):
-            chosen = tune_and_run(full, base, seeds, trials, FLAGS.search_seed, work_dir,
-                                  log)["chosen_params"]
+        if full.slug not in done:
+            with claim(work_dir, full.slug, wait=True):
+                done[full.slug] = tune_and_run(full, base, seeds, trials, FLAGS.search_seed,
+                                               work_dir, log)
         return tune_and_run(unit, base, seeds, trials, FLAGS.search_seed, work_dir, log,
-                            configurations=[chosen])
+                            configurations=[done[full.slug]["chosen_params"]])
 
     results = run_units(units, run, work_dir, log, FLAGS.wait)
     if len(results) < len(units):
