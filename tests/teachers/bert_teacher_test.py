@@ -119,6 +119,39 @@ class BertTeacherTest(TestCase, parameterized.TestCase):
             query_token.suffix(self.question, query_context)[0],
         )
 
+    def test_query_token_attention_equals_the_attention_layer(self):
+        # The folded attention never projects the context tokens; it must give
+        # what the layer's own attention gives on [question; context], with
+        # padding, in value and in gradient.
+        from diverse_distill.teachers.bert_teacher import _query_token_attention
+
+        attention = self.backbone.transformer_layers[2]._self_attention_layer
+        context = self.rng.normal(size=(BATCH, SEQUENCE_LENGTH - 1, HIDDEN_DIM)).astype("float32")
+        mask = self.x["bert_padding_mask"][:, None, :]
+        query = tf.Variable(self.question[:, None, :])
+        with tf.GradientTape(persistent=True) as tape:
+            folded = _query_token_attention(attention, query, context, mask, False)
+            reference = attention(
+                query=query, value=tf.concat([query, context], axis=1),
+                attention_mask=mask, training=False,
+            )
+            weights = tf.constant(self.rng.normal(size=(BATCH, 1, HIDDEN_DIM)), "float32")
+            folded_loss = tf.reduce_sum(folded * weights)
+            reference_loss = tf.reduce_sum(reference * weights)
+        self.assertEqual(tuple(folded.shape), (BATCH, 1, HIDDEN_DIM))
+        self.assertAllClose(folded, reference, atol=ATOL, rtol=0)
+        self.assertAllClose(
+            tape.gradient(folded_loss, query), tape.gradient(reference_loss, query),
+            atol=ATOL, rtol=0,
+        )
+        # Padded context tokens (sample 1) are ignored: changing them changes nothing.
+        changed = context.copy()
+        changed[1, -4:] += 10.0
+        self.assertAllClose(
+            _query_token_attention(attention, query, changed, mask, False), folded,
+            atol=ATOL, rtol=0,
+        )
+
     @parameterized.named_parameters(*MODES)
     def test_gradient_reaches_the_question_never_frozen_weights(self, suffix_mode):
         teacher = self._teacher(suffix_mode=suffix_mode).freeze()
