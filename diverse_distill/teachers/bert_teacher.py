@@ -4,6 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from diverse_distill.teachers.folded_attention import folded_read, folded_scores
 from diverse_distill.teachers.language_model_teacher import LanguageModelTeacher
 
 SUFFIX_MODES = ("exact", "query_token")
@@ -466,16 +467,12 @@ def _query_token_attention(attention, query, context, attention_mask, training):
     query_heads = attention._query_dense(query)[:, 0]  # (batch, heads, head_dim)
     dtype = query_heads.dtype
     query_heads = query_heads * ops.cast(attention._inverse_sqrt_key_dim, dtype)
-    context = ops.cast(context, dtype)
     key_dense, value_dense = attention._key_dense, attention._value_dense
 
     # Scores of the query token against itself and against the context.
     own_key = key_dense(query)[:, 0]
     own_score = ops.sum(query_heads * own_key, axis=-1)[..., None]
-    folded_query = ops.einsum(
-        "bhd,ehd->bhe", query_heads, ops.cast(key_dense.kernel, dtype)
-    )
-    context_scores = ops.einsum("bte,bhe->bht", context, folded_query)
+    context_scores = folded_scores(query_heads, key_dense.kernel, context)
     if key_dense.bias is not None:
         context_scores = context_scores + ops.einsum(
             "bhd,hd->bh", query_heads, ops.cast(key_dense.bias, dtype)
@@ -493,9 +490,8 @@ def _query_token_attention(attention, query, context, attention_mask, training):
     context_probabilities = probabilities[..., 1:]
 
     # Values: the query token's own, and the projected mix of the context.
-    mixed_context = ops.einsum("bht,bte->bhe", context_probabilities, context)
-    output = own_probability * value_dense(query)[:, 0] + ops.einsum(
-        "bhe,ehd->bhd", mixed_context, ops.cast(value_dense.kernel, dtype)
+    output = own_probability * value_dense(query)[:, 0] + folded_read(
+        context_probabilities, context, value_dense.kernel
     )
     if value_dense.bias is not None:
         output = output + ops.sum(

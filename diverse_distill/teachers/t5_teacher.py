@@ -4,6 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from diverse_distill.teachers.folded_attention import folded_read, folded_scores
 from diverse_distill.teachers.language_model_teacher import LanguageModelTeacher
 T5_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model")
 
@@ -418,25 +419,19 @@ class T5Teacher(LanguageModelTeacher):
         # Cross-attention to the encoder output E, without projecting E.
         residual = hidden
         attention = layer.cross_attention
-        dtype = attention.compute_dtype
         heads, head_dim = attention.num_heads, attention.key_value_dim
         x = layer.cross_attention_layer_norm(hidden)
         query = ops.reshape(attention.query_projector(x), (-1, heads, head_dim))
         hidden_dim = ops.shape(encoder_output)[-1]
-        key_kernel = ops.reshape(
-            ops.cast(attention.key_projector.kernel, dtype), (hidden_dim, heads, head_dim)
-        )
+        key_kernel = ops.reshape(attention.key_projector.kernel, (hidden_dim, heads, head_dim))
         value_kernel = ops.reshape(
-            ops.cast(attention.value_projector.kernel, dtype), (hidden_dim, heads, head_dim)
+            attention.value_projector.kernel, (hidden_dim, heads, head_dim)
         )
-        memory = ops.cast(encoder_output, dtype)
-        query_in_memory = ops.einsum("bnd,hnd->bnh", query, key_kernel)
-        scores = ops.einsum("bnh,bkh->bnk", query_in_memory, memory)
+        scores = folded_scores(query, key_kernel, encoder_output)
         padding = ops.cast(context["encoder_padding_mask"][:, None, :], scores.dtype)
         scores = scores + (1.0 - padding) * -1e9
         weights = attention.dropout_layer(ops.softmax(scores, axis=-1), training=training)
-        read = ops.einsum("bnk,bkh->bnh", weights, memory)
-        x = ops.einsum("bnh,hnd->bnd", read, value_kernel)
+        x = folded_read(weights, encoder_output, value_kernel)
         x = attention.output_projector(ops.reshape(x, (-1, 1, heads * head_dim)))
         hidden = layer.cross_attention_dropout(x, training=training) + residual
 
