@@ -27,7 +27,8 @@ processes hits every row alike; docs/performance.md explains each):
     e  d + importance skipping at tau=0.6, the LM's importance read-out bias
        set before each step so that 50 % of the LM rows are skipped
     f  d with the cheap suffix: MiniLM `suffix_mode="query_token"`; T5
-       `cache_cross_attention=True` (b_f is its own limit)
+       `cache_cross_attention=True` (b_f is its own limit); f_proj (MiniLM):
+       f with the query token's keys/values projected (`absorb_attention=False`)
     g  d under `mixed_bfloat16` (g_teachers: teachers only in bf16)
     skip_XX  d + skipping with XX % of the LM rows skipped (tau=0.6)
 
@@ -109,6 +110,8 @@ DESCRIPTIONS = {
     "e_skip": "(e) cached + skipping, tau={tau}, {skip:.0%} of LM rows skipped",
     "f_cheap_suffix": "(f) cached + {cheap}",
     "b_limit_f": "(b_f) limit of (f): student + cheap-suffix forward",
+    "f_projected": "(f_proj) (f) with the MiniLM query token's keys/values projected every step "
+                   "(absorb_attention=False)",
     "g_bf16": "(g) (d) under mixed_bfloat16 (teachers, student, augmenters)",
     "g_bf16_teachers": "(g') (d) with bf16 teachers, float32 student and augmenters",
 }
@@ -587,6 +590,16 @@ def main(argv):
     rows.append(train_row("b_limit_f",
                           make_limit_model(build_student(cfg), [mlp, lm_cheap], [cache_cheap]),
                           cached_cheap, counter=counters["cheap"]))
+    if FLAGS.lm == "minilm":
+        from diverse_distill.teachers.bert_teacher import BertTeacher
+
+        projected = BertTeacher(lm_cheap.backbone, injection_layer=lm_cheap.injection_layer,
+                                suffix_mode="query_token", absorb_attention=False,
+                                name=lm_cheap.name)
+        projected.head.set_weights(lm_cheap.head.get_weights())
+        rows.append(train_row("f_projected",
+                              make_distiller(build_student(cfg), [mlp, projected], [cache_cheap]),
+                              cached_cheap))
 
     bf16_teachers = None
     if FLAGS.bf16:
@@ -658,6 +671,9 @@ def main(argv):
     if "d_projected" in results:
         summary["projected_over_d"] = ratio("d_projected", "d_cached")
         summary["cpu_projected_over_d"] = ratio("d_projected", "d_cached", "cpu_seconds")
+    if "f_projected" in results:
+        summary["projected_over_f"] = ratio("f_projected", "f_cheap_suffix")
+        summary["cpu_projected_over_f"] = ratio("f_projected", "f_cheap_suffix", "cpu_seconds")
     if "prefix_cache_rate" in extra:
         estimate = {}
         rates = extra["prefix_cache_rate"]
@@ -840,6 +856,9 @@ def markdown(output):
     if "projected_over_d" in summary:
         lines[-1] += (f" Projected T5 cross-attention vs reassociated, (d_proj)/(d): wall "
                       f"{summary['projected_over_d']:.2f}, CPU {summary['cpu_projected_over_d']:.2f}.")
+    if "projected_over_f" in summary:
+        lines[-1] += (f" Projected MiniLM query-token attention vs folded, (f_proj)/(f): wall "
+                      f"{summary['projected_over_f']:.2f}, CPU {summary['cpu_projected_over_f']:.2f}.")
     if "prefix_cache_rate" in output:
         rates = "; ".join(f"{k}: {v['rows_per_second']:.1f} rows/s, "
                           f"{v['rows_per_cpu_second']:.1f} rows per CPU-second"

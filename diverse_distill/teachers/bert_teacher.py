@@ -73,6 +73,13 @@ class BertTeacher(LanguageModelTeacher):
         injection_layer: int or `None`, default `None` (`num_layers // 2`).
             The transformer layer whose [CLS] input the question replaces.
         suffix_mode: str, default `"exact"`. `"exact"` or `"query_token"`.
+        absorb_attention: bool, default `True`. How the "query_token"
+            suffix attends to the cached token states: `True` folds the key
+            and value projections into the query token
+            (`folded_attention`), so the states are never projected (about
+            2x cheaper step with MiniLM); `False` calls the attention layer
+            on `[question; states]`. Same answers and gradients up to float
+            rounding. Unused in "exact" mode.
         initial_prediction: float, default `0.0`. Initial bias of the
             regression head, e.g. the mean training rating.
         name: str, default `"bert"`. The model name, also the prefix of the
@@ -106,6 +113,7 @@ class BertTeacher(LanguageModelTeacher):
         tokenizer=None,
         injection_layer=None,
         suffix_mode="exact",
+        absorb_attention=True,
         initial_prediction=0.0,
         name="bert",
         **kwargs,
@@ -135,6 +143,7 @@ class BertTeacher(LanguageModelTeacher):
         )
         self.injection_layer = int(injection_layer)
         self.suffix_mode = suffix_mode
+        self.absorb_attention = bool(absorb_attention)
         self.segment_ids_key = f"{name}_segment_ids"
 
     # === Constructors ===
@@ -402,17 +411,26 @@ class BertTeacher(LanguageModelTeacher):
         """One `TransformerEncoder` layer for the query token alone.
 
         Calls the layer's own sub-layers in `TransformerEncoder.call`'s
-        order; keys/values are `[query; own_states[:, 1:]]` (the attention
-        itself by `_query_token_attention`).
+        order; keys/values are `[query; own_states[:, 1:]]` (folded into
+        the query by `_query_token_attention` when `absorb_attention`).
         """
         context = own_states[:, CLS_INDEX + 1 :, :]
         residual = query
         if layer.normalize_first:
             query = layer._self_attention_layer_norm(query)
             context = layer._self_attention_layer_norm(context)
-        hidden = _query_token_attention(
-            layer._self_attention_layer, query, context, attention_mask, training
-        )
+        if self.absorb_attention:
+            hidden = _query_token_attention(
+                layer._self_attention_layer, query, context, attention_mask,
+                training,
+            )
+        else:
+            hidden = layer._self_attention_layer(
+                query=query,
+                value=ops.concatenate([query, context], axis=1),
+                attention_mask=attention_mask,
+                training=training,
+            )
         hidden = layer._self_attention_dropout(hidden, training=training)
         hidden = hidden + residual
         if not layer.normalize_first:
@@ -436,6 +454,7 @@ class BertTeacher(LanguageModelTeacher):
             **super().get_config(),
             "injection_layer": self.injection_layer,
             "suffix_mode": self.suffix_mode,
+            "absorb_attention": self.absorb_attention,
         }
 
 

@@ -67,6 +67,7 @@ class BertTeacherTest(TestCase, parameterized.TestCase):
         self.assertIsInstance(teacher, SplitTeacher)
         self.assertEqual(teacher.injection_layer, NUM_LAYERS // 2)
         self.assertEqual(teacher.suffix_mode, "exact")
+        self.assertTrue(teacher.absorb_attention)
         self.assertEqual((teacher.injection_dim, teacher.answer_dim), (HIDDEN_DIM, HIDDEN_DIM))
         self.assertEqual(
             teacher.feature_keys, ("bert_token_ids", "bert_segment_ids", "bert_padding_mask")
@@ -152,6 +153,22 @@ class BertTeacherTest(TestCase, parameterized.TestCase):
             atol=ATOL, rtol=0,
         )
 
+    def test_absorbed_and_projected_query_token_suffixes_agree(self):
+        absorbed = self._teacher(suffix_mode="query_token")
+        projected = self._teacher(suffix_mode="query_token", absorb_attention=False)
+        projected.head.set_weights(absorbed.head.get_weights())  # one backbone, two heads
+        context = absorbed.prefix(self.x)
+        question = tf.Variable(self.question)
+        with tf.GradientTape(persistent=True) as tape:
+            absorbed_out = absorbed.suffix(question, context)
+            projected_out = projected.suffix(question, context)
+            absorbed_loss = tf.reduce_sum(absorbed_out[0]) + tf.reduce_sum(absorbed_out[1])
+            projected_loss = tf.reduce_sum(projected_out[0]) + tf.reduce_sum(projected_out[1])
+        for a, b in zip(absorbed_out, projected_out):
+            self.assertAllClose(a, b, atol=ATOL, rtol=0)
+        self.assertAllClose(tape.gradient(absorbed_loss, question),
+                            tape.gradient(projected_loss, question), atol=1e-4, rtol=0)
+
     @parameterized.named_parameters(*MODES)
     def test_gradient_reaches_the_question_never_frozen_weights(self, suffix_mode):
         teacher = self._teacher(suffix_mode=suffix_mode).freeze()
@@ -219,9 +236,11 @@ class BertTeacherTest(TestCase, parameterized.TestCase):
         self.assertEqual(unmoved, ["pooled_dense/kernel", "pooled_dense/bias"])
 
     def test_serialization_and_keras_file_round_trip(self):
-        teacher = self._teacher(suffix_mode="query_token", injection_layer=1)
+        teacher = self._teacher(suffix_mode="query_token", injection_layer=1,
+                                absorb_attention=False)
         revived = self.run_serialization_test(teacher)
-        self.assertEqual((revived.suffix_mode, revived.injection_layer), ("query_token", 1))
+        self.assertEqual((revived.suffix_mode, revived.injection_layer, revived.absorb_attention),
+                         ("query_token", 1, False))
         path = os.path.join(self.get_temp_dir(), "bert_teacher.keras")
         teacher.save(path)
         reloaded = keras.saving.load_model(path)
