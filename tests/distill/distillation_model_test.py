@@ -281,7 +281,7 @@ class SkippingTest(TestCase):
         model.train_on_batch(x, y)
         self.assertEqual([t.rows_seen for t in model.teachers], [[24], [24]])
 
-    def test_threshold_one_runs_nothing_and_is_the_plain_student(self):
+    def test_threshold_one_adds_nothing_and_is_the_plain_student(self):
         x, y = make_data(n=24)
         model = self._model(1.0)
         plain = MLPStudent.from_config(model.student.get_config())
@@ -289,7 +289,8 @@ class SkippingTest(TestCase):
         plain.compile(optimizer="sgd", loss="mse")
         logs = model.train_on_batch(x, y, return_dict=True)
         plain.train_on_batch(x, y)
-        self.assertEqual([t.rows_seen for t in model.teachers], [[], []])  # never called
+        # No row kept: each teacher runs on one stand-in row, at zero weight.
+        self.assertEqual([t.rows_seen for t in model.teachers], [[1], [1]])
         self.assertEqual(logs["distill_loss"], 0.0)
         self.assertEqual(logs["reg_loss"], 0.0)
         for a, b in zip(model.student.get_weights(), plain.get_weights()):
@@ -306,11 +307,12 @@ class SkippingTest(TestCase):
         model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
         for _ in range(3):
             model.train_on_batch(x, y)
-        self.assertEqual([t.rows_seen for t in model.teachers], [[16, 16], [16, 16]])
+        # Step 3 keeps no row: one stand-in row at zero weight.
+        self.assertEqual([t.rows_seen for t in model.teachers], [[16, 16, 1], [16, 16, 1]])
         with pytest.raises(ValueError, match="importance_warmup_steps"):
             DistillationModel(student, teachers, importance_warmup_steps=-1)
 
-    def test_a_batch_with_no_kept_row_never_calls_the_teacher_in_graph_mode(self):
+    def test_a_batch_with_no_kept_row_trains_and_adds_nothing_in_graph_mode(self):
         from diverse_distill.teachers.t5_teacher import T5Teacher
 
         x, y = make_data(n=8)
@@ -325,6 +327,7 @@ class SkippingTest(TestCase):
         logs = model.train_on_batch(x, y, return_dict=True)
         self.assertEqual(logs["pass_fraction_t5"], 0.0)
         self.assertEqual(logs["reg_loss"], 0.0)
+        self.assertEqual(logs["distill_loss"], 0.0)  # the stand-in row has zero weight
 
     def test_skipping_refuses_xla(self):
         model = make_model(importance_threshold=0.5)
