@@ -589,6 +589,9 @@ def plot_grr(rows, path):
         colors = ["tab:red" if r["method"] == "diverse_distill" else "tab:blue" for r in selected]
         ax.bar(range(len(selected)), means, yerr=stds, capsize=3, color=colors)
         ax.axhline(0.0, color="black", linewidth=0.8)
+        for i, r in enumerate(selected):
+            if r["grr"]["mean"] is None:  # the teacher is no better than S0
+                ax.text(i, 0.0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
         ax.set_xticks(range(len(selected)))
         ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(title, fontsize=9)
