@@ -21,8 +21,10 @@ def _gather_rows(structure, indices):
     return tf.nest.map_structure(lambda t: tf.gather(t, indices), structure)
 
 
-def _scatter_rows(values, indices, batch_size):
-    return tf.scatter_nd(indices[:, None], values, [batch_size])
+def _scatter_rows(values, indices, num_rows):
+    """`values` (one row per index) at rows `indices` of zeros with `num_rows` rows."""
+    shape = tf.concat([[num_rows], tf.shape(values)[1:]], 0)
+    return tf.scatter_nd(indices[:, None], values, shape)
 
 
 class DistillationModel(StudentDistiller):
@@ -366,32 +368,17 @@ class DistillationModel(StudentDistiller):
             )
         distill_weights = ops.stop_gradient(importance * keep)
 
-        batch_size = tf.shape(task_per_sample)[0]
         distill_per_sample = tf.zeros_like(task_per_sample)
         reg_per_sample = tf.zeros_like(task_per_sample)
         for k, teacher in enumerate(self.teachers):
             if self.importance_threshold is None:
                 answer_k, reg_k = self._teacher_terms(k, teacher, x, y, questions[k])
-                reg_per_sample += reg_weights[:, k] * reg_k
             else:
-                rows = tf.cast(tf.where(keep[:, k] > 0)[:, 0], "int32")
-                # The teacher runs on the kept rows alone. With none kept it runs on row 0
-                # at zero weight (KerasHub's T5 attention cannot run on 0 rows inside a
-                # tf.function). Not a tf.cond: TF differentiates a cond's branch for every
-                # tape, which made the step ~35 % dearer with nothing skipped.
-                num_kept = tf.size(rows)
-                num_run = tf.minimum(tf.maximum(num_kept, 1), batch_size)
-                rows = tf.concat([rows, tf.zeros([1], "int32")], 0)[:num_run]
-                row_weight = tf.cast(tf.range(tf.size(rows)) < num_kept, "float32")
-                x_k, y_k, q_k = _gather_rows((x, y, questions[k]), rows)
-                answer_k, reg_k = self._teacher_terms(k, teacher, x_k, y_k, q_k)
-                weighted_reg = tf.gather(reg_weights[:, k], rows) * row_weight * reg_k
-                # Skipped rows get a zero answer, which their zero distillation weight ignores.
-                answer_k = tf.scatter_nd(
-                    rows[:, None], answer_k * row_weight[:, None], tf.shape(student_hidden)
+                answer_k, reg_k = self._teacher_terms_on_kept_rows(
+                    k, teacher, x, y, questions[k], keep[:, k]
                 )
-                reg_k = _scatter_rows(weighted_reg, rows, batch_size)
-                reg_per_sample += reg_k
+            # Skipped rows have keep = 0, so both their weights are 0.
+            reg_per_sample += reg_weights[:, k] * reg_k
             # D(sg(a_k), h_S): the student's gradient never enters the teacher.
             divergence_k = ops.mean(
                 ops.square(ops.stop_gradient(answer_k) - student_hidden), axis=-1
@@ -442,6 +429,27 @@ class DistillationModel(StudentDistiller):
             self.task_loss_fn(y, ops.cast(self.student.head(answer), "float32"))
         )
         return answer, regularizer
+
+    def _teacher_terms_on_kept_rows(self, k, teacher, x, y, question, keep_k):
+        """`_teacher_terms` with the teacher run only on the rows where `keep_k > 0`.
+
+        The kept rows are gathered and their answers and regularisers scattered
+        back; skipped rows get zeros. With no row kept the teacher runs on row 0
+        alone (KerasHub's T5 attention cannot run on 0 rows inside a
+        tf.function), whose weights are 0. Not a `tf.cond`: TF differentiates a
+        cond's branch for every tape, which made the step ~35 % dearer with
+        nothing skipped.
+        """
+        batch_size = tf.shape(keep_k)[0]
+        rows = tf.cast(tf.where(keep_k > 0)[:, 0], "int32")
+        num_run = tf.minimum(tf.maximum(tf.size(rows), 1), batch_size)
+        rows = tf.concat([rows, tf.zeros([1], "int32")], 0)[:num_run]
+        x_k, y_k, q_k = _gather_rows((x, y, question), rows)
+        answer, regularizer = self._teacher_terms(k, teacher, x_k, y_k, q_k)
+        return (
+            _scatter_rows(answer, rows, batch_size),
+            _scatter_rows(regularizer, rows, batch_size),
+        )
 
     def teacher_context(self, teacher, x):
         """The teacher's prefix: from its `PrefixCache` when the batch carries it."""
