@@ -56,6 +56,8 @@ import tempfile
 import time
 import zlib
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -96,6 +98,11 @@ flags.DEFINE_list("seeds", [], "Seeds (default 0,1,2; --quick: 0,1). The first o
 flags.DEFINE_integer("trials", 0, "Hyper-parameter configurations per method (default 8; "
                      "--quick: 1).")
 flags.DEFINE_integer("search_seed", 0, "Seed of the random search.")
+flags.DEFINE_enum("search", "random", ["random", "listed"], "How the trials are chosen: "
+                  "'random' (defaults, then a seeded draw from SEARCH_SPACES) or 'listed' "
+                  "(the first --trials of LISTED_SEARCH, the same number for every method).")
+flags.DEFINE_string("quality_json", "", "Also write one entry per (committee, method, "
+                    "protocol) to this file (docs/results/quality.json).")
 flags.DEFINE_enum("ablation_protocol", "tuned", ["tuned", "fixed"], "Ablations: 'tuned' "
                   "(each variant tuned like a method, --trials configurations) or 'fixed' (each "
                   "variant runs the full DiverseDistill's chosen configuration on every seed: "
@@ -129,7 +136,31 @@ SEARCH_SPACES = {
 # Trial 0 of every method: its default configuration.
 DEFAULTS = {"alpha": 0.5, "beta": 1.0, "distill_target": "prediction",
             "policy_learning_rate": 1.0, "baseline_momentum": 0.9, "max_weight": 1.0}
-CONFIG_FIELDS = ("alpha", "beta")
+# --search=listed: the configurations each method is given, in order (trial 0 first). The
+# same number for every method; DiverseDistill's list walks through the fixes of the three
+# causes in docs/results/quality.md (each a JobConfig field), the baselines' through alpha.
+LISTED_ALPHAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+LISTED_SEARCH = {
+    **{method: [{"alpha": a} for a in LISTED_ALPHAS]
+       for method in ("ld", "fd", "mt", "amtml", "aekd")},
+    "sckd": [{"alpha": a, "distill_target": "prediction"} for a in LISTED_ALPHAS[:3]]
+    + [{"alpha": a, "distill_target": "hidden"} for a in LISTED_ALPHAS[:3]],
+    "autoskd": [{"alpha": a} for a in LISTED_ALPHAS],
+    "diverse_distill": [
+        {"variant": "paper", "alpha": 0.5},  # the method as published (our defaults before)
+        {"variant": "paper", "alpha": 0.5, "distance": "sum"},  # cause 2: D's scale (x64)
+        {"variant": "paper", "alpha": 0.5, "injection": "add"},  # cause 1: the teacher's input
+        {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher"},  # H7
+        {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher",
+         "prediction_weight": 1.0},  # + a prediction-space term
+        {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher",
+         "prediction_weight": 1.0, "alignment": "normalized",
+         "importance_objective": "relative"},  # cause 3 + importance that learns
+    ],
+}
+CONFIG_FIELDS = ("alpha", "beta", "variant", "distance", "injection", "answer_target",
+                 "prediction_weight", "module_warmup_steps", "importance_objective",
+                 "alignment", "module_learning_rate")
 # The ablations: (name, description, JobConfig overrides, --method_params).
 ABLATIONS = (
     ("full", "DiverseDistill (learned w, sum-normalised in L_reg, dot alignment, augmented "
@@ -207,8 +238,15 @@ def plan(tables, ablations, single_teachers, committees, table5, language_teache
     return units, rows
 
 
-def search_configurations(method, num_teachers, trials, search_seed, slug):
-    """`trials` configurations of `method`: its defaults first, then a seeded random draw."""
+def search_configurations(method, num_teachers, trials, search_seed, slug, search="random"):
+    """`trials` configurations of `method`: its defaults first, then a seeded random draw
+    (`search="random"`), or the first `trials` of `LISTED_SEARCH[method]` (`"listed"`)."""
+    if search == "listed":
+        listed = LISTED_SEARCH[method]
+        if trials > len(listed):
+            raise ValueError(f"--search=listed has {len(listed)} configurations of {method}, "
+                             f"--trials={trials} asks for more.")
+        return [dict(c) for c in listed[:trials]]
     space = dict(SEARCH_SPACES[method])
     if "max_weight" in space:  # AEKD: the cap must leave a feasible simplex
         space["max_weight"] = tuple(v for v in space["max_weight"] if v * num_teachers >= 1.0)
@@ -341,6 +379,11 @@ def seed_records(metrics):
             "test_mae": distilled["test"]["mae"],
             "validation_mse": distilled["validation"]["mse"],
             "s0_test_mse": run["s0"]["test"]["mse"],
+            # The model after the last step (runs before the final-step record: None).
+            "final_test_mse": distilled.get("final_step", {}).get("test", {}).get("mse"),
+            "final_validation_mse": distilled.get("final_step", {}).get("validation", {})
+            .get("mse"),
+            "s0_final_test_mse": run["s0"].get("final_step", {}).get("test", {}).get("mse"),
             "grr": run["grr"]["mse"],
             "seconds": distilled.get("seconds"),
             "method_stats": distilled.get("method_stats", {}),
@@ -351,13 +394,14 @@ def seed_records(metrics):
     return records
 
 
-def tune_and_run(unit, base, seeds, trials, search_seed, work_dir, log, configurations=None):
+def tune_and_run(unit, base, seeds, trials, search_seed, work_dir, log, configurations=None,
+                 search="random"):
     """Tunes `unit` on the validation MSE of `seeds[0]`, then runs the choice on every seed.
 
     `configurations`: the hyper-parameter configurations to choose from (default: `trials`
     of them from `search_configurations`); a single one runs every seed at once."""
     configs = configurations or search_configurations(unit.method, len(unit.teachers), trials,
-                                                      search_seed, unit.slug)
+                                                      search_seed, unit.slug, search)
     folder = os.path.join(work_dir, unit.slug)
     trial_results = []
     for i, params in enumerate(configs):
@@ -456,8 +500,67 @@ def build_rows(row_plan, results, seeds):
             reference = [results[entry["reference"]]["per_seed"][str(s)]["test_mse"]
                          for s in seeds]
             row["vs_reference"] = paired_t_test(test, reference)
+        row["final_step"] = final_step_stats(entry, results, seeds)
         rows.append(row)
     return rows
+
+
+def _grr_or_none(distilled, s0, teacher):
+    from diverse_distill.metrics import gap_recovery_rate
+
+    try:
+        return gap_recovery_rate(distilled, s0, teacher, higher_is_better=False)
+    except ValueError:  # the teacher does not beat S0
+        return None
+
+
+def final_step_stats(entry, results, seeds):
+    """The row under the final-step protocol (the model after the last step, S0 too), or
+    `None` for runs made before the final step was recorded."""
+    from diverse_distill.stats import paired_t_test
+
+    result = results[entry["unit"]]
+    per_seed = [result["per_seed"][str(s)] for s in seeds]
+    test = [r.get("final_test_mse") for r in per_seed]
+    s0 = [r.get("s0_final_test_mse") for r in per_seed]
+    if None in test or None in s0:
+        return None
+    teacher = result["teachers_test_mse"][result["best_teacher"]]
+    stats = {"test_mse": mean_std(test), "s0_test_mse": mean_std(s0),
+             "grr": mean_std([_grr_or_none(t, z, teacher) for t, z in zip(test, s0)]),
+             "grr_of_means": _grr_or_none(float(np.mean(test)), float(np.mean(s0)), teacher),
+             "vs_s0": paired_t_test(test, s0), "vs_reference": None}
+    if entry["reference"] and entry["reference"] != entry["unit"]:
+        reference = [results[entry["reference"]]["per_seed"][str(s)].get("final_test_mse")
+                     for s in seeds]
+        if None not in reference:
+            stats["vs_reference"] = paired_t_test(test, reference)
+    return stats
+
+
+def quality_entries(rows, seeds):
+    """docs/results/quality.json: one entry per (committee, method, protocol)."""
+    entries = []
+    for r in rows:
+        if r["variant"] != "full":
+            continue
+        teacher = r["teachers_test_mse"][r["best_teacher"]]
+        protocols = [("best_validation", r["test_mse"], r["s0_test_mse"], r["vs_s0"])]
+        if r["final_step"]:
+            f = r["final_step"]
+            protocols.append(("final_step", f["test_mse"], f["s0_test_mse"], f["vs_s0"]))
+        for protocol, test, s0, vs_s0 in protocols:
+            entry = {"committee": "+".join(r["teachers"]), "method": r["method"],
+                     "variant": r["method_params"] or _params(r["chosen_params"]),
+                     "chosen_params": r["chosen_params"], "table": r["table"],
+                     "protocol": protocol, "seeds": list(seeds), "test_mse": test["values"],
+                     "s0_test_mse": s0["values"], "best_teacher": r["best_teacher"],
+                     "best_teacher_test_mse": teacher,
+                     "grr_of_means": _grr_or_none(test["mean"], s0["mean"], teacher),
+                     "p_vs_s0": vs_s0.get("p_value") if vs_s0 else None}
+            if entry not in entries:
+                entries.append(entry)
+    return entries
 
 
 def _pm(stat, scale=1.0, digits=4):
@@ -493,13 +596,18 @@ def render_markdown(rows, summary):
                   "```", ""]
     lines += [f"Protocol: every method with the same schedule ({summary['steps']} steps, batch "
               f"{summary['batch_size']}, the same student, teachers and S0), {summary['trials']} "
-              "hyper-parameter configuration(s) per method (its defaults, then a seeded random "
-              "draw from its grid), chosen on the validation MSE of seed "
+              "hyper-parameter configuration(s) per method ("
+              + ("the first ones of its list in `LISTED_SEARCH`, benchmarks/movielens_tables.py"
+                 if summary.get("search") == "listed" else
+                 "its defaults, then a seeded random draw from its grid")
+              + "), chosen on the validation MSE of seed "
               f"{summary['seeds'][0]}; the choice then runs seeds {summary['seeds']}. Test MSE "
               "mean ± std over the seeds; GRR (METHOD.md Eq. 5) against the committee's best "
               "teacher; p: two-sided paired t-test over the seeds of the test MSE against "
               "DiverseDistill on the same teachers (Table 4: against S0, the undistilled "
-              "student).", ""]
+              "student). Two protocols from the same runs: every model (S0 too) at its best "
+              "validation MSE (evaluated every 1,000 steps), and the final-step columns: every "
+              "model after its last step.", ""]
     if summary.get("notes"):
         lines += [summary["notes"].strip(), ""]
     first = rows[0] if rows else None
@@ -520,20 +628,36 @@ def render_markdown(rows, summary):
         lines.extend("| " + " | ".join(render_row(r)) + " |" for r in selected)
         lines.append("")
 
-    common = ["test MSE", "GRR %", "p vs DiverseDistill", "paper MSE", "chosen (trials)"]
+    common = ["test MSE", "GRR %", "p vs DiverseDistill", "final-step MSE", "final-step GRR %",
+              "final-step p vs DiverseDistill", "paper MSE", "chosen (trials)"]
     language = summary["language_teacher"]
+
+    def final(r, key):
+        f = r.get("final_step")
+        if not f:
+            return "—"
+        if key == "test_mse":
+            return _pm(f["test_mse"])
+        if key == "grr":
+            return _pm(f["grr"], 100, 1)
+        return _p(f[key])
+
     table("Table 3: one teacher", "3", ["teacher", "method"] + common, lambda r: [
         r["teachers"][0], r["label"], _pm(r["test_mse"]), _pm(r["grr"], 100, 1),
-        _p(r["vs_reference"]), _paper(r["method"], r["teachers"], language),
+        _p(r["vs_reference"]), final(r, "test_mse"), final(r, "grr"), final(r, "vs_reference"),
+        _paper(r["method"], r["teachers"], language),
         f"{_params(r['chosen_params'])} ({r['trials']})"])
     table("Table 4: DiverseDistill per committee", "4",
-          ["committee", "test MSE", "GRR %", "p vs S0", "paper MSE (GRR %)", "chosen (trials)"],
+          ["committee", "test MSE", "GRR %", "p vs S0", "final-step MSE", "final-step GRR %",
+           "final-step p vs S0", "paper MSE (GRR %)", "chosen (trials)"],
           lambda r: [" + ".join(r["teachers"]), _pm(r["test_mse"]), _pm(r["grr"], 100, 1),
-                     _p(r["vs_s0"]), _paper("diverse_distill", r["teachers"], language),
+                     _p(r["vs_s0"]), final(r, "test_mse"), final(r, "grr"), final(r, "vs_s0"),
+                     _paper("diverse_distill", r["teachers"], language),
                      f"{_params(r['chosen_params'])} ({r['trials']})"])
     table("Table 5: multi-teacher methods on " + " + ".join(summary["table5_committee"]), "5",
           ["method"] + common, lambda r: [
               r["label"], _pm(r["test_mse"]), _pm(r["grr"], 100, 1), _p(r["vs_reference"]),
+              final(r, "test_mse"), final(r, "grr"), final(r, "vs_reference"),
               _paper(r["method"], r["teachers"], language),
               f"{_params(r['chosen_params'])} ({r['trials']})"])
     descriptions = {name: text for name, text, _, _ in ABLATIONS}
@@ -859,7 +983,7 @@ def main(argv):
                "language_teacher": language_teacher, "seeds": seeds, "trials": trials,
                "steps": base.steps, "batch_size": base.batch_size,
                "table5_committee": list(committee(FLAGS.table5_committee, language_teacher)),
-               "ablation_protocol": FLAGS.ablation_protocol,
+               "ablation_protocol": FLAGS.ablation_protocol, "search": FLAGS.search,
                "ablation_committee": list(committee(
                    FLAGS.ablation_committee or FLAGS.table5_committee, language_teacher)),
                "base_flagfile": None if quick else FLAGS.base_flagfile,
@@ -897,7 +1021,7 @@ def main(argv):
     def run(unit):
         if unit.variant == "full" or FLAGS.ablation_protocol == "tuned":
             done[unit.slug] = tune_and_run(unit, base, seeds, trials, FLAGS.search_seed,
-                                           work_dir, log)
+                                           work_dir, log, search=FLAGS.search)
             return done[unit.slug]
         # "fixed": the full model's chosen configuration (its row from this copy, else
         # reused from another copy's finished runs, or run first).
@@ -905,7 +1029,7 @@ def main(argv):
         if full.slug not in done:
             with claim(work_dir, full.slug, wait=True):
                 done[full.slug] = tune_and_run(full, base, seeds, trials, FLAGS.search_seed,
-                                               work_dir, log)
+                                               work_dir, log, search=FLAGS.search)
         return tune_and_run(unit, base, seeds, trials, FLAGS.search_seed, work_dir, log,
                             configurations=[done[full.slug]["chosen_params"]])
 
@@ -923,6 +1047,9 @@ def main(argv):
     with open(os.path.join(output_dir, "tables.md"), "w") as f:
         f.write(render_markdown(rows, summary))
     plot_grr(rows, os.path.join(output_dir, "tables_grr.png"))
+    if FLAGS.quality_json:
+        with open(FLAGS.quality_json, "w") as f:
+            json.dump(quality_entries(rows, seeds), f, indent=1)
     print(render_markdown(rows, summary), flush=True)
     print(f"wrote {output_dir}/tables.md, tables.json, tables_grr.png "
           f"({summary['wall_seconds'] / 60:.1f} min)", flush=True)

@@ -14,6 +14,21 @@ IMPORTANCE_NORMALIZATIONS = ("sum", "none")
 THRESHOLD_ON = ("importance", "share")  # what `importance_threshold` is compared with
 IMPORTANCES = ("learned", "uniform")  # ablations: see the class docstring
 QUESTIONS = ("augmented", "native")
+DISTANCES = ("mean", "sum", "l2")  # D(a, h) over the student's hidden dims
+INJECTIONS = ("replace", "add")  # the question replaces, or is added to, the teacher's state
+ANSWER_TARGETS = ("label", "teacher", "both")  # what head_S(a_k) is fitted to in L_reg
+IMPORTANCE_OBJECTIVES = ("weighted", "relative")
+# `variant` -> the defaults of the options that make the method teach (docs/method.md).
+# "paper": the method as the paper describes it; "tuned": the combination chosen on the
+# validation split (docs/results/quality.md). An argument given explicitly wins.
+VARIANTS = {
+    "paper": {"distance": "mean", "injection": "replace", "answer_target": "label",
+              "prediction_weight": 0.0, "module_warmup_steps": 0,
+              "importance_objective": "weighted", "alignment": "dot"},
+    "tuned": {"distance": "mean", "injection": "add", "answer_target": "teacher",
+              "prediction_weight": 1.0, "module_warmup_steps": 0,
+              "importance_objective": "weighted", "alignment": "dot"},
+}
 _TEACHER_ATTRIBUTES = ("prefix", "suffix", "injection_dim", "answer_dim")
 
 
@@ -143,11 +158,49 @@ class DistillationModel(StudentDistiller):
         embedding_dim=64,
         num_components=4,
         intermediate_dim=128,
-        alignment="dot",
+        alignment=None,
         prefix_caches=None,
+        variant="tuned",
+        distance=None,
+        injection=None,
+        answer_target=None,
+        prediction_weight=None,
+        module_warmup_steps=None,
+        importance_objective=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if variant not in VARIANTS:
+            raise ValueError(f"`variant` must be one of {tuple(VARIANTS)}, got {variant!r}.")
+        given = {"distance": distance, "injection": injection, "answer_target": answer_target,
+                 "prediction_weight": prediction_weight,
+                 "module_warmup_steps": module_warmup_steps,
+                 "importance_objective": importance_objective, "alignment": alignment}
+        options = {k: VARIANTS[variant][k] if v is None else v for k, v in given.items()}
+        for label, value, allowed in (
+            ("distance", options["distance"], DISTANCES),
+            ("injection", options["injection"], INJECTIONS),
+            ("answer_target", options["answer_target"], ANSWER_TARGETS),
+            ("importance_objective", options["importance_objective"], IMPORTANCE_OBJECTIVES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"`{label}` must be one of {allowed}, got {value!r}.")
+        if float(options["prediction_weight"]) < 0:
+            raise ValueError(
+                f"`prediction_weight` must be >= 0, got {options['prediction_weight']}."
+            )
+        if int(options["module_warmup_steps"]) < 0:
+            raise ValueError(
+                f"`module_warmup_steps` must be >= 0, got {options['module_warmup_steps']}."
+            )
+        self.variant = variant
+        self.distance = options["distance"]
+        self.injection = options["injection"]
+        self.answer_target = options["answer_target"]
+        self.prediction_weight = float(options["prediction_weight"])
+        self.module_warmup_steps = int(options["module_warmup_steps"])
+        self.importance_objective = options["importance_objective"]
+        alignment = options["alignment"]
         validate_student(student)
         teachers = list(teachers or [])
         if not teachers:
@@ -225,6 +278,9 @@ class DistillationModel(StudentDistiller):
                 num_components=num_components,
                 intermediate_dim=intermediate_dim,
                 alignment=alignment,
+                # Residual injection: every question starts at 0, so each teacher
+                # answers its real input at step 0.
+                output_initializer="zeros" if self.injection == "add" else "glorot_uniform",
                 name="question_augmenter",
             )
         if answer_augmenter is None:
@@ -247,6 +303,7 @@ class DistillationModel(StudentDistiller):
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.distill_loss_tracker = keras.metrics.Mean(name="distill_loss")
         self.reg_loss_tracker = keras.metrics.Mean(name="reg_loss")
+        self.prediction_loss_tracker = keras.metrics.Mean(name="prediction_loss")
         self.importance_trackers = [keras.metrics.Mean(name=f"importance_{n}") for n in names]
         self.pass_fraction_trackers = [
             keras.metrics.Mean(name=f"pass_fraction_{n}") for n in names
@@ -332,6 +389,7 @@ class DistillationModel(StudentDistiller):
             self.total_loss_tracker,
             self.task_loss_tracker,
             self.distill_loss_tracker,
+            self.prediction_loss_tracker,
             self.reg_loss_tracker,
             *self.importance_trackers,
             *self.pass_fraction_trackers,
@@ -362,28 +420,46 @@ class DistillationModel(StudentDistiller):
             warming_up = self.optimizer.iterations < self.importance_warmup_steps
             keep = ops.maximum(keep, ops.cast(warming_up, keep.dtype))
         reg_weights = importance * keep
-        if self.importance_normalization == "sum":
+        if self.importance_objective == "relative":
+            # Q and A follow the (fixed) importances; the importances learn from
+            # the answers' losses relative to their mean (see the class docstring).
+            reg_weights = ops.stop_gradient(reg_weights)
+        elif self.importance_normalization == "sum":
             reg_weights = reg_weights / ops.maximum(
                 ops.sum(reg_weights, axis=1, keepdims=True), 1e-12
             )
         distill_weights = ops.stop_gradient(importance * keep)
 
         distill_per_sample = tf.zeros_like(task_per_sample)
+        prediction_per_sample = tf.zeros_like(task_per_sample)
         reg_per_sample = tf.zeros_like(task_per_sample)
         for k, teacher in enumerate(self.teachers):
             if self.importance_threshold is None:
-                answer_k, reg_k = self._teacher_terms(k, teacher, x, y, questions[k])
+                answer_k, reg_k, teacher_loss_k = self._teacher_terms(
+                    k, teacher, x, y, questions[k]
+                )
             else:
-                answer_k, reg_k = self._teacher_terms_on_kept_rows(
+                answer_k, reg_k, teacher_loss_k = self._teacher_terms_on_kept_rows(
                     k, teacher, x, y, questions[k], keep[:, k]
                 )
             # Skipped rows have keep = 0, so both their weights are 0.
             reg_per_sample += reg_weights[:, k] * reg_k
+            if self.importance_objective == "relative":
+                kept_k = keep[:, k]
+                mean_loss = ops.sum(kept_k * teacher_loss_k) / ops.maximum(ops.sum(kept_k), 1.0)
+                reg_per_sample += importance[:, k] * kept_k * ops.stop_gradient(
+                    teacher_loss_k - mean_loss
+                )
             # D(sg(a_k), h_S): the student's gradient never enters the teacher.
-            divergence_k = ops.mean(
-                ops.square(ops.stop_gradient(answer_k) - student_hidden), axis=-1
+            answer_k = ops.stop_gradient(answer_k)
+            distill_per_sample += distill_weights[:, k] * self._divergence(
+                answer_k, student_hidden
             )
-            distill_per_sample += distill_weights[:, k] * divergence_k
+            if self.prediction_weight:
+                target = ops.stop_gradient(ops.cast(self.student.head(answer_k), "float32"))
+                prediction_per_sample += distill_weights[:, k] * self.task_loss_fn(
+                    target, y_pred
+                )
 
         regularization = (
             tf.nn.scale_regularization_loss(tf.add_n(self.student.losses))
@@ -394,6 +470,7 @@ class DistillationModel(StudentDistiller):
             "y_pred": y_pred,
             "task_loss": global_mean(task_per_sample, sample_weight),
             "distill_loss": global_mean(distill_per_sample, sample_weight),
+            "prediction_loss": global_mean(prediction_per_sample, sample_weight),
             "reg_loss": global_mean(reg_per_sample, sample_weight),
             "regularization_loss": regularization,
             "importance": importance,
@@ -418,23 +495,45 @@ class DistillationModel(StudentDistiller):
             score = len(self.teachers) * importance / total
         return ops.cast(score >= self.importance_threshold, "float32")
 
+    def _divergence(self, answer, student_hidden):
+        """`D(a_k, h_S)` per row: mean, sum or L2 norm of the difference over the dims."""
+        squared = ops.square(answer - student_hidden)
+        if self.distance == "mean":
+            return ops.mean(squared, axis=-1)
+        if self.distance == "sum":
+            return ops.sum(squared, axis=-1)
+        return ops.sqrt(ops.sum(squared, axis=-1) + 1e-12)
+
     def _teacher_terms(self, k, teacher, x, y, question):
-        """Per row: the projected answer a_k and the regulariser ℓ(y, ŷ_k^T) + ℓ(y, head_S(a_k))."""
+        """Per row: the projected answer a_k, the regulariser and the teacher's own loss.
+
+        The regulariser is `ℓ(y, ŷ_k^T) + ℓ(target, head_S(a_k))` with the
+        target `y` (`answer_target="label"`), `sg(ŷ_k^T)` (`"teacher"`) or both
+        terms; the teacher's own loss is `ℓ(y, ŷ_k^T)`.
+        """
         context = self.teacher_context(teacher, x)
         if self.question == "native":
             question = ops.stop_gradient(teacher.native_question(x, context))
+        elif self.injection == "add":
+            native = ops.stop_gradient(teacher.native_question(x, context))
+            question = native + ops.cast(question, native.dtype)
         teacher_hidden, teacher_pred = teacher.suffix(question, context)
+        teacher_pred = ops.cast(teacher_pred, "float32")
         answer = ops.cast(self.answer_augmenter.project(k, teacher_hidden), "float32")
-        regularizer = self.task_loss_fn(y, ops.cast(teacher_pred, "float32")) + (
-            self.task_loss_fn(y, ops.cast(self.student.head(answer), "float32"))
-        )
-        return answer, regularizer
+        answer_pred = ops.cast(self.student.head(answer), "float32")
+        teacher_loss = self.task_loss_fn(y, teacher_pred)
+        regularizer = teacher_loss
+        if self.answer_target in ("label", "both"):
+            regularizer += self.task_loss_fn(y, answer_pred)
+        if self.answer_target in ("teacher", "both"):
+            regularizer += self.task_loss_fn(ops.stop_gradient(teacher_pred), answer_pred)
+        return answer, regularizer, teacher_loss
 
     def _teacher_terms_on_kept_rows(self, k, teacher, x, y, question, keep_k):
         """`_teacher_terms` with the teacher run only on the rows where `keep_k > 0`.
 
-        The kept rows are gathered and their answers and regularisers scattered
-        back; skipped rows get zeros. With no row kept the teacher runs on row 0
+        The kept rows are gathered and their outputs scattered back; skipped
+        rows get zeros. With no row kept the teacher runs on row 0
         alone (KerasHub's T5 attention cannot run on 0 rows inside a
         tf.function), whose weights are 0. Not a `tf.cond`: TF differentiates a
         cond's branch for every tape, which made the step ~35 % dearer with
@@ -445,11 +544,8 @@ class DistillationModel(StudentDistiller):
         num_run = tf.minimum(tf.maximum(tf.size(rows), 1), batch_size)
         rows = tf.concat([rows, tf.zeros([1], "int32")], 0)[:num_run]
         x_k, y_k, q_k = _gather_rows((x, y, question), rows)
-        answer, regularizer = self._teacher_terms(k, teacher, x_k, y_k, q_k)
-        return (
-            _scatter_rows(answer, rows, batch_size),
-            _scatter_rows(regularizer, rows, batch_size),
-        )
+        outputs = self._teacher_terms(k, teacher, x_k, y_k, q_k)
+        return tuple(_scatter_rows(t, rows, batch_size) for t in outputs)
 
     def teacher_context(self, teacher, x):
         """The teacher's prefix: from its `PrefixCache` when the batch carries it."""
@@ -464,9 +560,11 @@ class DistillationModel(StudentDistiller):
         module_vars = self.module_variables
         with tf.GradientTape() as student_tape, tf.GradientTape() as module_tape:
             losses = self.compute_losses(x, y, sample_weight, training=True)
+            ramp = self.distill_ramp()
             student_loss = (
                 losses["task_loss"]
-                + self.alpha * losses["distill_loss"]
+                + ramp * self.alpha * losses["distill_loss"]
+                + ramp * self.prediction_weight * losses["prediction_loss"]
                 + losses["regularization_loss"]
             )
             module_loss = self.beta * losses["reg_loss"]
@@ -481,6 +579,19 @@ class DistillationModel(StudentDistiller):
         self.compute_metrics(x, y, losses["y_pred"], sample_weight)
         return self._logs(training=True)
 
+    def distill_ramp(self):
+        """The factor on `alpha` and `prediction_weight` at the current step.
+
+        0 for the first `module_warmup_steps` steps (the distillation module
+        trains alone on `L_reg`, the student on its task), then rising
+        linearly to 1 over as many steps; 1 without a warm-up.
+        """
+        if not self.module_warmup_steps or getattr(self, "optimizer", None) is None:
+            return 1.0
+        step = ops.cast(self.optimizer.iterations, "float32")
+        n = float(self.module_warmup_steps)
+        return ops.clip((step - n) / n, 0.0, 1.0)
+
     def _update_trackers(self, losses, total_loss):
         # Losses are divided by the number of replicas (global-batch means);
         # the trackers report the per-batch mean, so multiply it back.
@@ -488,6 +599,7 @@ class DistillationModel(StudentDistiller):
         self.total_loss_tracker.update_state(total_loss * n)
         self.task_loss_tracker.update_state(losses["task_loss"] * n)
         self.distill_loss_tracker.update_state(losses["distill_loss"] * n)
+        self.prediction_loss_tracker.update_state(losses["prediction_loss"] * n)
         self.reg_loss_tracker.update_state(losses["reg_loss"] * n)
         for k in range(len(self.teachers)):
             self.importance_trackers[k].update_state(losses["importance"][:, k])

@@ -5,12 +5,17 @@ import math
 import keras
 from keras import ops
 
-ALIGNMENTS = ("dot", "softmax")
+ALIGNMENTS = ("dot", "softmax", "normalized")
 
 # Importances are kept strictly inside (0, 1) so that a threshold of 0 keeps
 # every teacher and a threshold of 1 keeps none, even where a float32 sigmoid
 # would round to exactly 0 or 1.
 IMPORTANCE_EPSILON = 1e-6
+
+
+def _unit(x):
+    """`x` scaled to unit L2 norm along its last axis."""
+    return x * ops.rsqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + 1e-12)
 
 
 @keras.saving.register_keras_serializable(package="diverse_distill")
@@ -22,8 +27,12 @@ class QuestionAugmenter(keras.layers.Layer):
 
     - `P = s·W` (batch, m, d_e): m projected components of the sample;
     - `A = E·Pᵀ` (batch, K, m): alignment of each teacher with each component
-      (`alignment="dot"`, the paper), or its softmax over the m components
-      scaled by `1/sqrt(d_e)` (`alignment="softmax"`);
+      (`alignment="dot"`, the paper), its softmax over the m components
+      scaled by `1/sqrt(d_e)` (`alignment="softmax"`), or the cosine of each
+      teacher embedding with each component (`alignment="normalized"`: `A`
+      in [-1, 1], so `Q̃` is linear in the scale of `s` instead of quadratic
+      and the question path gets gradients of the size of its inputs from
+      the first step);
     - `Q̃ = A·P` (batch, K, d_e): one question representation per teacher;
     - `q_k = g_k(Q̃_k)`: a per-teacher MLP to teacher k's injection width;
     - `w_k = sigmoid(v_k·Q̃_k + b_k)`: a per-sample importance of teacher k,
@@ -38,7 +47,13 @@ class QuestionAugmenter(keras.layers.Layer):
             Defaults to `4`.
         intermediate_dim: int. Hidden width of each question MLP `g_k`; `0`
             makes `g_k` a single linear layer. Defaults to `128`.
-        alignment: str. `"dot"` or `"softmax"`. Defaults to `"dot"`.
+        alignment: str. `"dot"`, `"softmax"` or `"normalized"`. Defaults
+            to `"dot"`.
+        output_initializer: initializer of the last layer of each `g_k`
+            (kernel; its bias starts at zero). `"zeros"` makes every question
+            start at 0: with residual injection (the question added to the
+            teacher's own state) each teacher then answers its real input at
+            step 0. Defaults to `"glorot_uniform"`.
         **kwargs: passed to `keras.layers.Layer`.
 
     Call arguments:
@@ -68,6 +83,7 @@ class QuestionAugmenter(keras.layers.Layer):
         num_components=4,
         intermediate_dim=128,
         alignment="dot",
+        output_initializer="glorot_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -91,6 +107,7 @@ class QuestionAugmenter(keras.layers.Layer):
         self.num_components = int(num_components)
         self.intermediate_dim = int(intermediate_dim)
         self.alignment = alignment
+        self.output_initializer = keras.initializers.get(output_initializer)
         # === Layers ===
         self.question_mlps = []
         for k, width in enumerate(injection_dims):
@@ -105,7 +122,12 @@ class QuestionAugmenter(keras.layers.Layer):
                     )
                 )
             layers.append(
-                keras.layers.Dense(width, dtype=self.dtype_policy, name=f"question_{k}_output")
+                keras.layers.Dense(
+                    width,
+                    kernel_initializer=self.output_initializer,
+                    dtype=self.dtype_policy,
+                    name=f"question_{k}_output",
+                )
             )
             self.question_mlps.append(layers)
         self.importance_readouts = [
@@ -140,7 +162,12 @@ class QuestionAugmenter(keras.layers.Layer):
     def question_representations(self, representation):
         """`Q̃`: (batch, K, d_e), one question representation per teacher."""
         projected = ops.einsum("bs,sme->bme", representation, self.question_projection)
-        alignment = ops.einsum("ke,bme->bkm", self.teacher_embeddings, projected)
+        embeddings = self.teacher_embeddings
+        if self.alignment == "normalized":
+            embeddings = _unit(embeddings)
+            alignment = ops.einsum("ke,bme->bkm", embeddings, _unit(projected))
+        else:
+            alignment = ops.einsum("ke,bme->bkm", embeddings, projected)
         if self.alignment == "softmax":
             alignment = ops.softmax(alignment / math.sqrt(self.embedding_dim), axis=-1)
         return ops.einsum("bkm,bme->bke", alignment, projected)
@@ -179,4 +206,5 @@ class QuestionAugmenter(keras.layers.Layer):
             "num_components": self.num_components,
             "intermediate_dim": self.intermediate_dim,
             "alignment": self.alignment,
+            "output_initializer": keras.initializers.serialize(self.output_initializer),
         }

@@ -18,6 +18,9 @@ class BestStudentWeights(keras.callbacks.Callback):
         monitor: str. The log key to minimise. Defaults to `"val_loss"`.
         every: int. Validation runs every `every` epochs (`fit(validation_freq=every)`);
             other epochs are ignored and `best_epoch` counts evaluations. Defaults to `1`.
+        restore_on_train_end: bool. Restore the best weights when `fit` ends;
+            `False` leaves the last step's weights until `restore()` is called
+            (to score the final-step model too). Defaults to `True`.
 
     Example:
     ```python
@@ -30,8 +33,9 @@ class BestStudentWeights(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, student, monitor="val_loss", every=1):
+    def __init__(self, student, monitor="val_loss", every=1, restore_on_train_end=True):
         super().__init__()
+        self.restore_on_train_end = restore_on_train_end
         self.student = student
         self.monitor = monitor
         self.every = int(every)
@@ -54,6 +58,11 @@ class BestStudentWeights(keras.callbacks.Callback):
             self.best_weights = [np.array(w) for w in self.student.get_weights()]
 
     def on_train_end(self, logs=None):
+        if self.restore_on_train_end:
+            self.restore()
+
+    def restore(self):
+        """Sets the student's weights to the best ones seen (if any)."""
         if self.best_weights is not None:
             self.student.set_weights(self.best_weights)
 

@@ -25,6 +25,21 @@ _HELP = {
     "importance_threshold": "Skip teacher k on rows with importance < tau; < 0 disables skipping.",
     "importance_threshold_on": "What tau is compared with: 'importance' (the raw sigmoid w_k, the "
                                "paper) or 'share' (K * w_k / sum_j w_j; scale-free, see docs/method.md).",
+    "variant": "DiverseDistill: 'tuned' (the options chosen on validation, docs/results/quality.md) "
+               "or 'paper' (the method as published); the option flags below override it.",
+    "alignment": "Question Augmenter alignment: dot (paper), softmax or normalized; empty = --variant's.",
+    "distance": "D(a_k, h_S) over the hidden dims: mean, sum or l2 (norm); empty = --variant's.",
+    "injection": "replace (the question replaces the teacher's state, paper) or add (added to it, "
+                 "g_k's last layer zero-initialised); empty = --variant's.",
+    "answer_target": "What head_S(a_k) fits in L_reg: label (y, paper), teacher (the teacher's "
+                     "prediction) or both; empty = --variant's.",
+    "prediction_weight": "Weight of the student's prediction-space term sum_k sg(w_k) "
+                         "l(sg(head_S(a_k)), y_S); < 0 = --variant's.",
+    "module_warmup_steps": "Steps the distillation module trains alone before alpha and "
+                           "prediction_weight ramp in (linearly, over as many steps); < 0 = --variant's.",
+    "importance_objective": "weighted (L_reg = sum_k w_hat_k l_k, paper) or relative (w_k learns "
+                            "whether teacher k's answer beats its batch mean); empty = --variant's.",
+    "module_learning_rate": "Learning rate of the distillation module's Adagrad; <= 0 = --learning_rate.",
     "cache_dir": "Where trained teachers are cached under a key of (config, seed).",
     "only_teachers": "Train (or load) and cache the teachers, write teachers.json, then stop.",
     "output_dir": "Where metrics.json, TensorBoard logs and the student SavedModel go.",

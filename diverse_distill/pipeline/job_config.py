@@ -13,6 +13,7 @@ LANGUAGE_TEACHER_FIELDS = ("t5_preset", "bert_preset", "lm_sequence_length", "be
                            "lm_teacher_steps", "lm_learning_rate", "lm_finetune")
 STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 MIXED_PRECISIONS = ("float32", "bf16")  # --mixed_precision
+ALIGNMENTS = ("dot", "softmax", "normalized")  # layers/question_augmenter.py
 
 
 @dataclasses.dataclass
@@ -72,7 +73,16 @@ class JobConfig:
     question_embedding_dim: int = 64
     num_components: int = 4
     module_intermediate_dim: int = 128
-    alignment: str = "dot"
+    alignment: str = ""  # "" = the variant's
+    # DiverseDistill's options (docs/method.md): "" / < 0 = the value of --variant.
+    variant: str = "tuned"  # "paper" (the method as published) or "tuned" (chosen on validation)
+    distance: str = ""
+    injection: str = ""
+    answer_target: str = ""
+    prediction_weight: float = -1.0
+    module_warmup_steps: int = -1
+    importance_objective: str = ""
+    module_learning_rate: float = -1.0  # the distillation module's Adagrad lr; <= 0 = --learning_rate
     teacher_index: int = -1  # single-teacher methods (ld, fd, sckd): which teacher; -1 = the only one
     method_params: str = ""  # "key=value,...": the method's other constructor arguments
 
@@ -117,7 +127,18 @@ class JobConfig:
             raise ValueError("Learning rates must be positive.")
         if self.alpha < 0 or self.beta < 0:
             raise ValueError(f"--alpha and --beta must be >= 0, got {self.alpha}, {self.beta}.")
+        from diverse_distill.distill import distillation_model as dm
         from diverse_distill.distill.distillation_model import THRESHOLD_ON
+
+        for name, allowed in (("variant", tuple(dm.VARIANTS)), ("distance", dm.DISTANCES),
+                              ("injection", dm.INJECTIONS), ("answer_target", dm.ANSWER_TARGETS),
+                              ("importance_objective", dm.IMPORTANCE_OBJECTIVES),
+                              ("alignment", ALIGNMENTS)):
+            value = getattr(self, name)
+            if value not in allowed and not (value == "" and name != "variant"):
+                raise ValueError(f"--{name} must be one of {list(allowed)}"
+                                 + ("" if name == "variant" else " (or empty: as --variant)")
+                                 + f", got {value!r}.")
 
         if self.importance_threshold_on not in THRESHOLD_ON:
             raise ValueError(f"--importance_threshold_on must be one of {list(THRESHOLD_ON)}, "

@@ -7,7 +7,9 @@ keyword arguments come from three places:
   weight and `amtml`'s hint weight), `--teacher_index` (the single-teacher methods
   `ld`, `fd`, `sckd`) and DiverseDistill's `--importance_threshold`,
   `--importance_normalization`, `--question_embedding_dim`, `--num_components`,
-  `--module_intermediate_dim`, `--alignment`;
+  `--module_intermediate_dim`, `--alignment`, `--variant` and the options it sets
+  (`--distance`, `--injection`, `--answer_target`, `--prediction_weight`,
+  `--module_warmup_steps`, `--importance_objective`; empty or negative = the variant's);
 - `--method_params=key=value,...`: every other constructor argument of the method, e.g.
   `--method=sckd --method_params=distill_target=hidden`,
   `--method=aekd --method_params=max_weight=0.8`,
@@ -37,7 +39,17 @@ _FLAG_BACKED = {
     "num_components": "--num_components",
     "intermediate_dim": "--module_intermediate_dim",
     "alignment": "--alignment",
+    "variant": "--variant",
+    "distance": "--distance",
+    "injection": "--injection",
+    "answer_target": "--answer_target",
+    "prediction_weight": "--prediction_weight",
+    "module_warmup_steps": "--module_warmup_steps",
+    "importance_objective": "--importance_objective",
 }
+# DiverseDistill's options whose empty flag ("" or < 0) means "the value of --variant".
+_VARIANT_OPTIONS = ("alignment", "distance", "injection", "answer_target", "prediction_weight",
+                    "module_warmup_steps", "importance_objective")
 
 
 def parse_method_params(text):
@@ -196,6 +208,10 @@ def method_kwargs(config, seed=None):
             embedding_dim=config.question_embedding_dim,
             num_components=config.num_components,
             intermediate_dim=config.module_intermediate_dim,
-            alignment=config.alignment,
+            variant=config.variant,
         )
+        for name in _VARIANT_OPTIONS:
+            value = getattr(config, name)
+            if value != "" and not (isinstance(value, (int, float)) and value < 0):
+                kwargs[name] = value
     return kwargs

@@ -271,7 +271,12 @@ class MovieLensJob:
         with self._phase(phase):
             with self._scope():
                 model = student if teachers is None else self.build_method(student, teachers, seed)
-                model.compile(optimizer=keras.optimizers.Adagrad(c.learning_rate), loss="mse")
+                compile_kwargs = {}
+                if c.method == "diverse_distill" and teachers is not None:
+                    compile_kwargs["module_optimizer"] = keras.optimizers.Adagrad(
+                        c.module_learning_rate if c.module_learning_rate > 0 else c.learning_rate)
+                model.compile(optimizer=keras.optimizers.Adagrad(c.learning_rate), loss="mse",
+                              **compile_kwargs)
             callbacks = self.callbacks(phase)
             if teachers is not None and hasattr(model, "question_augmenter"):
                 callbacks.append(ImportanceHistograms(
@@ -283,13 +288,23 @@ class MovieLensJob:
                 model, train_ds, val_ds, c.steps, c.eval_every, student, c.verbose,
                 callbacks=callbacks, checkpoint_every=c.checkpoint_every,
                 backup_dir=self.run_state.backup_dir(phase), phase=phase, log=self.log,
+                restore_best=False,
             )
+        # Two protocols from the same run: the student after the last step, then
+        # the one with the best validation MSE (docs/results/quality.md).
+        final_step = {
+            "test": regression_metrics(data.test["rating"], predict_split(student, test_ds)),
+            "validation": regression_metrics(data.validation["rating"],
+                                             predict_split(student, val_ds)),
+        }
+        best.restore()
         record = {
             "seed": seed,
             "best_epoch": best.best_epoch,
             "history": {k: [float(v) for v in vals] for k, vals in history.items()},
             "test": regression_metrics(data.test["rating"], predict_split(student, test_ds)),
             "validation": regression_metrics(data.validation["rating"], predict_split(student, val_ds)),
+            "final_step": final_step,
             "seconds": self.timings[phase],
         }
         if teachers is not None:

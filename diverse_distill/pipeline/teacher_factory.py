@@ -134,7 +134,8 @@ def predict_split(model, dataset):
 
 
 def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbose, callbacks=(),
-                      checkpoint_every=0, backup_dir=None, phase="fit", log=print):
+                      checkpoint_every=0, backup_dir=None, phase="fit", log=print,
+                      restore_best=True):
     """`steps` optimiser steps, validation every `eval_every`; best-validation student restored.
 
     Every `checkpoint_every` steps (a divisor of the evaluation period; 0 =
@@ -142,7 +143,9 @@ def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbo
     `PhaseBackup` saves the whole training state there; a rerun restores it,
     skips the batches already consumed by the (repeated, seeded)
     `train_ds` and continues as if never stopped. A non-finite loss term
-    raises `NonFiniteLossError` (the last good checkpoint stays).
+    raises `NonFiniteLossError` (the last good checkpoint stays). With
+    `restore_best=False` the student keeps its last step's weights and the
+    caller restores the best ones with `best.restore()` (to score both).
 
     Returns:
         `(history, best)`: one history entry per evaluation, and the
@@ -152,7 +155,7 @@ def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbo
     num_evals = max(1, steps // eval_every)
     chunk = math.gcd(checkpoint_every or eval_steps, eval_steps)
     per_eval = eval_steps // chunk
-    best = BestStudentWeights(student, every=per_eval)
+    best = BestStudentWeights(student, every=per_eval, restore_on_train_end=restore_best)
     record = EvaluationHistory(every=per_eval)
     backup = None
     if backup_dir:
