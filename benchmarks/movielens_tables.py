@@ -149,13 +149,18 @@ LISTED_SEARCH = {
     "diverse_distill": [
         {"variant": "paper", "alpha": 0.5},  # the method as published (our defaults before)
         {"variant": "paper", "alpha": 0.5, "distance": "sum"},  # cause 2: D's scale (x64)
-        {"variant": "paper", "alpha": 0.5, "injection": "add"},  # cause 1: the teacher's input
-        {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher"},  # H7
+        # cause 1: the teacher answers its own input (+ the question); H7: a_k fits its belief
+        {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher"},
+        # + a prediction-space term (the student's head is asked to agree with the answers)
         {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher",
-         "prediction_weight": 1.0},  # + a prediction-space term
+         "prediction_weight": 1.0},
         {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher",
-         "prediction_weight": 1.0, "alignment": "normalized",
-         "importance_objective": "relative"},  # cause 3 + importance that learns
+         "prediction_weight": 4.0},
+        # + cause 3 (a question path with gradients of its inputs' size) and importance that
+        # learns with one teacher
+        {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher",
+         "prediction_weight": 4.0, "alignment": "normalized",
+         "importance_objective": "relative"},
     ],
 }
 CONFIG_FIELDS = ("alpha", "beta", "variant", "distance", "injection", "answer_target",
