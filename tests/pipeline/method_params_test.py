@@ -100,7 +100,26 @@ def test_beta_flag_reaches_amtml_and_diverse_distill():
     assert "beta" not in method_kwargs(config(method="mt", teachers=("mlp_l", "mlp_m")))
 
 
+def test_variant_flags_reach_diverse_distill():
+    kwargs = method_kwargs(config(variant="paper", injection="add", prediction_weight=2.0))
+    assert kwargs["variant"] == "paper"
+    assert (kwargs["injection"], kwargs["prediction_weight"]) == ("add", 2.0)
+    # Empty / negative flags are left to the variant.
+    for name in ("distance", "answer_target", "module_warmup_steps", "importance_objective",
+                 "alignment"):
+        assert name not in kwargs
+    student, teachers = committee()
+    model = get_method("diverse_distill")(student, teachers, **kwargs)
+    assert (model.injection, model.prediction_weight, model.answer_target) == ("add", 2.0,
+                                                                               "label")
+
+
 @pytest.mark.parametrize("kwargs,message", [
+    (dict(variant="best"), "--variant must be one of"),
+    (dict(distance="l1"), "--distance must be one of"),
+    (dict(injection="mix"), "--injection"),
+    (dict(alignment="cosine"), "--alignment"),
+    (dict(method="diverse_distill", method_params="injection=add"), "--injection"),
     (dict(method="ld", teachers=("mlp_l", "mlp_m")), "--teacher_index"),
     (dict(method="ld", teachers=("mlp_l", "mlp_m"), teacher_index=2), "out of range"),
     (dict(method="mt", teachers=("mlp_l", "mlp_m"), teacher_index=0), "single-teacher"),

@@ -92,3 +92,20 @@ def test_t5_without_local_preset_fails_fast(tmp_path):
                        "--steps=2", "--teacher_steps=2", timeout=120)
     assert result.returncode != 0
     assert "local" in (result.stderr + result.stdout)
+
+
+def test_both_protocols_are_recorded_from_the_same_run(tiny_run):
+    """Every phase scores the student after its last step and at its best validation MSE."""
+    root, _, _, _ = tiny_run
+    metrics = json.loads((root / "out" / "metrics.json").read_text())
+    for phase in ("s0", "distilled"):
+        record = metrics["runs"][0][phase]
+        final, best = record["final_step"], record
+        evaluations = len(record["history"]["val_loss"])
+        assert evaluations == 2  # 40 steps, validation every 20
+        # The best checkpoint is the lowest validation MSE, so the last step is no better.
+        assert final["validation"]["mse"] >= best["validation"]["mse"] - 1e-4
+        if record["best_epoch"] == evaluations - 1:  # the last step is the best one
+            assert final["test"]["mse"] == pytest.approx(best["test"]["mse"], abs=1e-9)
+        else:
+            assert final["validation"]["mse"] > best["validation"]["mse"]
