@@ -1,6 +1,7 @@
 """Keras callbacks used by the jobs."""
 
 import math
+import time
 
 import keras
 import numpy as np
@@ -128,3 +129,54 @@ class EvaluationHistory(keras.callbacks.Callback):
 
     def set_state(self, state, arrays):
         self.history, self.pending = state["history"], state["pending"]
+
+
+class PhaseProgress(keras.callbacks.Callback):
+    """One line per chunk of steps: progress, the last validation MSE and an ETA.
+
+    Args:
+        phase: str. The phase's name (e.g. `"s0_seed0"`).
+        steps_per_epoch: int. Optimiser steps in one Keras epoch.
+        total_epochs: int. Epochs of the whole phase.
+        log: callable taking a str. Defaults to `print`.
+
+    Example:
+    ```python
+    lines = []
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((8, 2)), np.ones((8, 1)), epochs=2, verbose=0,
+              callbacks=[PhaseProgress("demo", 1, 2, log=lines.append)])
+    lines[-1].startswith("[demo] step 2/2 (100 %)")  # True
+    ```
+    """
+
+    def __init__(self, phase, steps_per_epoch, total_epochs, log=print):
+        super().__init__()
+        self.phase = phase
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.total_epochs = int(total_epochs)
+        self.log = log
+        self.last_val = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+        self.first_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:
+            self.first_epoch = epoch  # a resumed phase starts past 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if "val_loss" in logs:
+            self.last_val = float(logs["val_loss"])
+        done = epoch + 1
+        run = done - (self.first_epoch or 0)
+        elapsed = time.time() - self.start
+        left = elapsed / max(run, 1) * (self.total_epochs - done)
+        val = "" if self.last_val is None else f", val MSE {self.last_val:.4f}"
+        self.log(f"[{self.phase}] step {done * self.steps_per_epoch}/"
+                 f"{self.total_epochs * self.steps_per_epoch} "
+                 f"({100 * done // self.total_epochs} %){val}, "
+                 f"{elapsed / 60:.1f} min, ETA {left / 60:.1f} min")

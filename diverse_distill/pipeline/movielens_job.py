@@ -1,5 +1,6 @@
 """The MovieLens job: data -> teachers -> S0 -> distillation -> test metrics, GRR, export."""
 
+import dataclasses
 import json
 import os
 import platform
@@ -95,9 +96,10 @@ class MovieLensJob:
         log: callable taking a str. Defaults to `print`.
     """
 
-    def __init__(self, config, log=print):
+    def __init__(self, config, log=print, comparison=False):
         self.config = config
         self.log = log
+        self.comparison = comparison  # run by another job's --compare_methods: no summary
         self.timings = {}
         self.prefix_caches = []
         self.output_caches = []
@@ -403,13 +405,85 @@ class MovieLensJob:
                 export_student(student, path)
                 self.log(f"student SavedModel: {path}")
 
+        comparisons = self.run_comparisons(teacher_info, best_teacher)
         metrics = self.summarise(data, teacher_info, best_teacher, runs, time.time() - start)
+        if comparisons:
+            metrics["comparisons"] = comparisons
+        curves = None if self.comparison else self.plot_learning_curves(runs, comparisons)
+        if curves:
+            metrics["learning_curves"] = curves
         path = os.path.join(c.output_dir, "metrics.json")
         with open(path + ".tmp", "w") as f:
             json.dump(metrics, f, indent=2)
         os.replace(path + ".tmp", path)
-        self.log(self.summary_text(metrics))
+        if not self.comparison:
+            self.log(self.summary_text(metrics))
         return metrics
+
+    def run_comparisons(self, teacher_info, best_teacher):
+        """`--compare_methods`: each method at its defaults on the same teachers, S0 and seeds.
+
+        Each runs as a job of its own under OUTPUT_DIR/compare_<method> (cached teachers
+        and S0 are reused; it resumes like the main job). A single-teacher method distils
+        the committee's best teacher. Returns `{method: its summary}`.
+        """
+        c = self.config
+        comparisons = {}
+        for method in c.compare_methods:
+            from diverse_distill.pipeline.method_params import method_class, takes_argument
+
+            teacher_index = -1
+            if takes_argument(method_class(method), "teacher_index") and len(c.teachers) > 1:
+                teacher_index = list(c.teachers).index(best_teacher)
+            config = dataclasses.replace(
+                c, method=method, method_params="", teacher_index=teacher_index,
+                compare_methods=(), export_student=False,
+                output_dir=os.path.join(c.output_dir, f"compare_{method}"))
+            self.log(f"[compare_{method}] {method} at its defaults on the same teachers, S0 and "
+                     f"seeds ({config.output_dir})")
+            metrics = MovieLensJob(config, log=lambda m, p=f"  [{method}] ": self.log(p + m),
+                                   comparison=True).run()
+            comparisons[method] = {
+                "output_dir": config.output_dir,
+                "teacher": (c.teachers[teacher_index] if teacher_index >= 0
+                            else "+".join(c.teachers)),
+                "summary": {k: metrics["summary"][k] for k in
+                            ("distilled", "grr_of_means", "paired_difference")},
+                "val_loss": [r["distilled"]["history"].get("val_loss", [])
+                             for r in metrics["runs"]],
+            }
+        return comparisons
+
+    def plot_learning_curves(self, runs, comparisons):
+        """OUTPUT_DIR/learning_curves.png: validation MSE per evaluation, S0 vs distilled."""
+        c = self.config
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        curves = {"S0": [r["s0"]["history"].get("val_loss", []) for r in runs],
+                  f"{c.method} ({'+'.join(c.teachers)})":
+                      [r["distilled"]["history"].get("val_loss", []) for r in runs]}
+        for method, info in comparisons.items():
+            curves[f"{method} ({info['teacher']})"] = info["val_loss"]
+        if not any(len(v) for seeds in curves.values() for v in seeds):
+            return None
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, per_seed in curves.items():
+            per_seed = [v for v in per_seed if v]
+            length = min(len(v) for v in per_seed)
+            mean = np.mean([v[:length] for v in per_seed], axis=0)
+            ax.plot([c.eval_every * (i + 1) for i in range(length)], mean, marker="o", label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation MSE" + (" (mean over seeds)" if len(runs) > 1 else ""))
+        ax.set_title("MovieLens-100K: learning curves")
+        ax.legend()
+        fig.tight_layout()
+        path = os.path.join(c.output_dir, "learning_curves.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
 
     def summarise(self, data, teacher_info, best_teacher, runs, seconds):
         c = self.config
@@ -458,14 +532,31 @@ class MovieLensJob:
             row = s[key]
             lines.append(f"{label:<28}{row['mse']['mean']:>11.4f} ± {row['mse']['std']:.4f}"
                          f"{row['rmse']['mean']:>13.4f}{row['mae']['mean']:>13.4f}")
+        for method, info in metrics.get("comparisons", {}).items():
+            row = info["summary"]["distilled"]
+            label = f"{method} ({info['teacher']})"
+            lines.append(f"{label:<28}{row['mse']['mean']:>11.4f} ± {row['mse']['std']:.4f}"
+                         f"{row['rmse']['mean']:>13.4f}{row['mae']['mean']:>13.4f}")
+
+        def grr_text(g):
+            return "undefined: the best teacher does not beat S0" if g is None else f"{100 * g:.1f} %"
+
         g, d = s["grr_of_means"]["mse"], s["paired_difference"]["mse"]
         lines.append(f"distilled - S0 (MSE, paired by seed): {d['mean']:+.4f} ± {d['std']:.4f}")
-        lines.append(f"GRR (MSE of the seed means, vs {metrics['best_teacher']}): "
-                     + ("undefined: the best teacher does not beat S0" if g is None
-                        else f"{100 * g:.1f} %"))
+        lines.append(f"GRR (MSE of the seed means, vs {metrics['best_teacher']}): {grr_text(g)}")
+        for method, info in metrics.get("comparisons", {}).items():
+            lines.append(f"GRR of {method} ({info['teacher']}): "
+                         f"{grr_text(info['summary']['grr_of_means']['mse'])}")
+        if metrics.get("learning_curves"):
+            lines.append(f"learning curves: {metrics['learning_curves']}")
         for key, value in s.items():
             if key.startswith(("importance_", "pass_fraction_")):
                 lines.append(f"{key}: {value['mean']:.3f}")
+        config = metrics["config"]
+        if (config["steps"], config["teacher_steps"]) != (8000, 16000):
+            lines.append(f"shortened schedule: students {config['steps']} steps, teachers "
+                         f"{config['teacher_steps']} (the paper's: 8,000 and 16,000; e.g. "
+                         "--flagfile=configs/movielens_ids_student_mlp_l.cfg)")
         lines.append(f"wall time: {metrics['wall_seconds']['total']:.0f} s")
         lines.append("=" * 72)
         return "\n".join(lines)

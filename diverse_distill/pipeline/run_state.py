@@ -7,7 +7,7 @@ import shutil
 
 # Fields that change nothing in the results: a rerun may change them and still resume.
 COSMETIC_FIELDS = ("output_dir", "cache_dir", "verbose", "export_student", "debug", "resume",
-                   "only_teachers")
+                   "only_teachers", "compare_methods")
 
 
 def _defaults(config):

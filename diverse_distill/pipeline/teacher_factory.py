@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from diverse_distill.metrics import regression_metrics
 from diverse_distill.models.mlp_recommender import MLPRecommender
-from diverse_distill.pipeline.callbacks import BestStudentWeights, EvaluationHistory
+from diverse_distill.pipeline.callbacks import BestStudentWeights, EvaluationHistory, PhaseProgress
 from diverse_distill.pipeline.finite_loss_guard import FiniteLossGuard
 from diverse_distill.pipeline.job_config import MLP_TEACHERS
 from diverse_distill.pipeline.phase_backup import PhaseBackup
@@ -180,7 +180,9 @@ def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbo
             train_ds, validation_data=val_ds, steps_per_epoch=chunk, epochs=num_evals * per_eval,
             initial_epoch=initial_epoch, validation_freq=per_eval, verbose=verbose,
             shuffle=False,  # the stream is already in its seeded order (train_stream.py)
-            callbacks=[guard, *callbacks, best, record] + ([backup] if backup else []),
+            callbacks=[guard, *callbacks, best, record,
+                       PhaseProgress(phase, chunk, num_evals * per_eval, log=log)]
+            + ([backup] if backup else []),
         )
     except tf.errors.InvalidArgumentError as error:  # a step that failed on NaN gradients
         diverged = guard.diverged_error(model, train_ds)
