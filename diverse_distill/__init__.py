@@ -28,7 +28,13 @@ from diverse_distill.metrics import gap_recovery_rate, regression_metrics
 from diverse_distill.models import MLPRecommender
 from diverse_distill.students import MLPStudent, Student
 from diverse_distill.distill.prefix_cache import PrefixCache
-from diverse_distill.teachers import BertTeacher, MLPTeacher, SplitTeacher, T5Teacher
+from diverse_distill.teachers import (
+    BertTeacher,
+    KerasTeacher,
+    MLPTeacher,
+    SplitTeacher,
+    T5Teacher,
+)
 
 __version__ = "0.1.0"
 
@@ -36,6 +42,7 @@ __all__ = [
     "AnswerAugmenter",
     "BertTeacher",
     "DistillationModel",
+    "KerasTeacher",
     "MLPRecommender",
     "MLPStudent",
     "MLPTeacher",

@@ -1,6 +1,7 @@
 """Teachers: the split-teacher contract and its adapters."""
 
 from diverse_distill.teachers.bert_teacher import BertTeacher
+from diverse_distill.teachers.keras_teacher import KerasTeacher
 from diverse_distill.teachers.language_model_teacher import LanguageModelTeacher
 from diverse_distill.teachers.mlp_teacher import MLPTeacher
 from diverse_distill.teachers.split_teacher import SplitTeacher
@@ -8,6 +9,7 @@ from diverse_distill.teachers.t5_teacher import T5Teacher
 
 __all__ = [
     "BertTeacher",
+    "KerasTeacher",
     "LanguageModelTeacher",
     "MLPTeacher",
     "SplitTeacher",
