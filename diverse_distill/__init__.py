@@ -26,7 +26,7 @@ from diverse_distill.export import export_student
 from diverse_distill.layers import AnswerAugmenter, QuestionAugmenter
 from diverse_distill.metrics import gap_recovery_rate, regression_metrics
 from diverse_distill.models import MLPRecommender
-from diverse_distill.students import MLPStudent, Student
+from diverse_distill.students import KerasStudent, MLPStudent, Student
 from diverse_distill.distill.prefix_cache import PrefixCache
 from diverse_distill.teachers import (
     BertTeacher,
@@ -42,6 +42,7 @@ __all__ = [
     "AnswerAugmenter",
     "BertTeacher",
     "DistillationModel",
+    "KerasStudent",
     "KerasTeacher",
     "MLPRecommender",
     "MLPStudent",

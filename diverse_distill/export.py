@@ -3,15 +3,28 @@
 import keras
 import tensorflow as tf
 
+from diverse_distill.models.functional_graph import functional_inputs
+
 
 def _input_signature_from_student(student):
     names = getattr(student, "categorical_features", None)
     if names is None:
-        return None
+        return _input_signature_from_graph(student)
     signature = {n: tf.TensorSpec((None,), tf.int32, name=n) for n in student.categorical_features}
     for n, width in getattr(student, "numeric_features", {}).items():
         signature[n] = tf.TensorSpec((None, width), tf.float32, name=n)
     return [signature]
+
+
+def _input_signature_from_graph(model):
+    """`[TensorSpec structure]` from a functional model's inputs, or `None`."""
+    try:
+        inputs = functional_inputs(model, owner="export_student")
+    except ValueError:
+        return None
+    return [tf.nest.map_structure(
+        lambda t: tf.TensorSpec(t.shape, t.dtype, name=t.name), inputs
+    )]
 
 
 def export_student(student, filepath, input_signature=None):
@@ -19,14 +32,16 @@ def export_student(student, filepath, input_signature=None):
 
     Only the student's variables are tracked, so the SavedModel holds
     nothing of the teachers or of the distillation module. It serves one
-    endpoint, `serve` (also the `serving_default` signature).
+    endpoint, `serve` (also the `serving_default` signature). A student that
+    wraps a plain model names it `serving_model` (`KerasStudent` does); that
+    model, inputs to prediction, is what is written.
 
     Args:
         student: a built Keras model.
         filepath: str. Output directory.
         input_signature: list of `tf.TensorSpec` structures or `None`. Read
-            from the student's features when it is an `MLPRecommender`;
-            required otherwise.
+            from the student's features when it is an `MLPRecommender`, from
+            the model's inputs when it is functional; required otherwise.
 
     Returns:
         `filepath`.
@@ -39,6 +54,7 @@ def export_student(student, filepath, input_signature=None):
     reloaded.serve({"user_id": tf.constant([1]), "item_id": tf.constant([2])}).shape  # (1, 1)
     ```
     """
+    student = getattr(student, "serving_model", student)
     if input_signature is None:
         input_signature = _input_signature_from_student(student)
     if input_signature is None:
