@@ -151,15 +151,16 @@ LISTED_SEARCH = {
         {"variant": "paper", "alpha": 0.5, "distance": "sum"},  # cause 2: D's scale (x64)
         # cause 1: the teacher answers its own input (+ the question); H7: a_k fits its belief
         {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher"},
-        # + a prediction-space term (the student's head is asked to agree with the answers)
-        {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher",
-         "prediction_weight": 1.0},
+        # + a prediction-space term (the student's head is asked to agree with the answers);
+        # its weight multiplies sg(w) (~0.5), so 4 and 16 are about LD's alpha 2 and 8
         {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher",
          "prediction_weight": 4.0},
+        {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher",
+         "prediction_weight": 16.0},
         # + cause 3 (a question path with gradients of its inputs' size) and importance that
         # learns with one teacher
         {"variant": "paper", "alpha": 0.5, "injection": "add", "answer_target": "teacher",
-         "prediction_weight": 4.0, "alignment": "normalized",
+         "prediction_weight": 16.0, "alignment": "normalized",
          "importance_objective": "relative"},
     ],
 }

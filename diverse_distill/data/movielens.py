@@ -711,15 +711,22 @@ class MovieLensData:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return getattr(self, split)
 
-    def prompts(self, split):
+    def prompts(self, split, history=0):
         """One natural-language prompt per rating of `split` (numpy array of str).
 
-        See `diverse_distill.data.prompts.rating_prompt`.
+        Args:
+            split: str. `"train"`, `"validation"` or `"test"`.
+            history: int. How many of the user's earlier **train** ratings (strictly
+                before the rating asked) each prompt lists; `0` lists none. Defaults to
+                `0`.
+
+        See `diverse_distill.data.prompts.rating_prompts`.
         """
         from diverse_distill.data.prompts import rating_prompts
 
         self.split(split)  # validates the name
-        return rating_prompts(self.tables[split])
+        return rating_prompts(self.tables[split], history=history,
+                              history_ratings=self.tables["train"])
 
     def as_dataset(
         self,
