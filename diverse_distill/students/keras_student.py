@@ -46,7 +46,8 @@ class KerasStudent(Student):
     s, h = student.features(x)
     s.shape, h.shape, student.head(h).shape  # (3, 8), (3, 4), (3, 1)
     export_student(student, "/tmp/keras_student")  # the plain model
-    tf.saved_model.load("/tmp/keras_student").serve(x).shape  # (3, 1)
+    reloaded = tf.saved_model.load("/tmp/keras_student")
+    reloaded.serve(x).shape  # (3, 1)
     ```
     """
 
