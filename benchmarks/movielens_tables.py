@@ -184,7 +184,8 @@ QUICK_JOB_FLAGS = ["--max_train_examples=1200", "--id_embedding_dim=16",
                    "--eval_every=10", "--teacher_steps=20", "--lm_teacher_steps=10",
                    "--lm_sequence_length=24", "--lm_finetune=full", "--batch_size=32",
                    "--question_embedding_dim=8", "--num_components=2",
-                   "--module_intermediate_dim=16", "--teacher_dropout=0.0"]
+                   "--module_intermediate_dim=16", "--teacher_dropout=0.0",
+                   "--student_features="]
 FULL_COMMAND = "python benchmarks/movielens_tables.py --ablations"
 
 
@@ -948,6 +949,7 @@ def base_config(quick, data_dir, work_dir):
     else:
         argv.append(f"--flagfile={FLAGS.base_flagfile}")
     argv += list(FLAGS.job_flags)
+    argv.append("--compare_methods=")  # every method is a row here: no side runs of LD
     job_flags(argv)
     return config_from_flags(job_flags)
 

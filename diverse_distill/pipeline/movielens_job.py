@@ -94,9 +94,14 @@ class MovieLensJob:
     Args:
         config: `JobConfig`.
         log: callable taking a str. Defaults to `print`.
+        comparison: whether another job's `--compare_methods` runs this one (it
+            then prints no summary).
+        strategy: a `tf.distribute.Strategy` to run under instead of making one
+            from `--strategy` (a comparison shares its parent's: two mirrored
+            strategies in one process mix up their collective ops).
     """
 
-    def __init__(self, config, log=print, comparison=False):
+    def __init__(self, config, log=print, comparison=False, strategy=None):
         self.config = config
         self.log = log
         self.comparison = comparison  # run by another job's --compare_methods: no summary
@@ -104,7 +109,7 @@ class MovieLensJob:
         self.prefix_caches = []
         self.output_caches = []
         self.run_state = RunState(config, log=log)
-        self.strategy = None  # set by `run`
+        self.strategy = strategy  # made by `run` if None
 
     def _phase(self, name):
         job = self
@@ -223,8 +228,11 @@ class MovieLensJob:
         if c.method == "diverse_distill":
             return DistillationModel(student, teachers, prefix_caches=self.prefix_caches,
                                      name="diverse_distill", **kwargs)
-        return method_class(c.method)(student, teachers, output_caches=self.output_caches,
-                                      **kwargs)
+        caches = self.output_caches
+        if kwargs.get("teacher_index") is not None and kwargs["teacher_index"] >= 0:
+            chosen = teachers[kwargs["teacher_index"]].name  # a single-teacher method
+            caches = [cache for cache in caches if cache.name == chosen]
+        return method_class(c.method)(student, teachers, output_caches=caches, **kwargs)
 
     def callbacks(self, phase):
         return [keras.callbacks.TensorBoard(os.path.join(self.config.output_dir, "tensorboard", phase))]
@@ -346,7 +354,8 @@ class MovieLensJob:
     def run(self):
         c = self.config
         configure_runtime(c.num_cpu_devices, c.deterministic)
-        self.strategy = make_strategy(c.strategy, c.num_cpu_devices)
+        if self.strategy is None:
+            self.strategy = make_strategy(c.strategy, c.num_cpu_devices)
         replicas = self.strategy.num_replicas_in_sync
         if c.batch_size % replicas:
             raise ValueError(f"--batch_size={c.batch_size} (the global batch) must be a multiple "
@@ -442,7 +451,7 @@ class MovieLensJob:
             self.log(f"[compare_{method}] {method} at its defaults on the same teachers, S0 and "
                      f"seeds ({config.output_dir})")
             metrics = MovieLensJob(config, log=lambda m, p=f"  [{method}] ": self.log(p + m),
-                                   comparison=True).run()
+                                   comparison=True, strategy=self.strategy).run()
             comparisons[method] = {
                 "output_dir": config.output_dir,
                 "teacher": (c.teachers[teacher_index] if teacher_index >= 0

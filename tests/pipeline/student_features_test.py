@@ -29,16 +29,17 @@ def test_id_only_student_reads_ids_while_teachers_read_attributes(data):
     assert set(teacher.categorical_features) > {"user_id", "movie_id"}
     assert teacher.numeric_features
     # Fewer inputs, fewer parameters: ids only is the smaller model.
-    same = MovieLensJob(_config()).build_student(data, seed=0)
+    same = MovieLensJob(_config(student_features="")).build_student(data, seed=0)
     assert student.count_params() < same.count_params()
 
 
 def test_s0_cache_key_follows_the_student_features():
-    default = _config()
-    assert _config(student_features="all").s0_key(0) == default.s0_key(0)  # same inputs
-    assert _config(student_features="ids").s0_key(0) != default.s0_key(0)
+    same = _config(student_features="")  # the student reads what the teachers read
+    assert _config(student_features="all").s0_key(0) == same.s0_key(0)  # same inputs
+    assert _config(student_features="ids").s0_key(0) != same.s0_key(0)
+    assert _config().s0_key(0) == _config(student_features="ids").s0_key(0)  # the default
     # The teachers do not depend on the student's inputs.
-    assert _config(student_features="ids").teacher_key("mlp_l") == default.teacher_key("mlp_l")
+    assert _config(student_features="ids").teacher_key("mlp_l") == same.teacher_key("mlp_l")
 
 
 def test_unknown_student_features_is_a_clear_error():

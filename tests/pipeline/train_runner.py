@@ -19,6 +19,9 @@ TINY_ARGS = (
     "--module_intermediate_dim=16", "--seeds=0", "--importance_threshold=0.5",
     "--importance_warmup_steps=10",
     "--teacher_dropout=0.5", "--student_dropout=0.0", "--verbose=0",
+    # Not the first-run defaults (tests/pipeline/first_run_test.py): the student reads what
+    # the teachers read, and no side run of LD.
+    "--student_features=", "--compare_methods=",
 )
 
 
