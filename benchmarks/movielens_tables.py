@@ -439,7 +439,8 @@ def tune_and_run(unit, base, seeds, trials, search_seed, work_dir, log, configur
     return {
         "unit": dataclasses.asdict(unit),
         "slug": unit.slug,
-        "trials": [{k: t[k] for k in ("params", "validation_mse", "test_mse", "output_dir")}
+        "trials": [{**{k: t[k] for k in ("params", "validation_mse", "test_mse", "output_dir")},
+                    "final_validation_mse": t["record"]["final_validation_mse"]}
                    for t in trial_results],
         "chosen_trial": chosen,
         "chosen_params": best["params"],
@@ -497,6 +498,10 @@ def build_rows(row_plan, results, seeds):
             "chosen_params": result["chosen_params"],
             "method_params": result["method_params"],
             "trials": len(result["trials"]),
+            "search": [{"params": t["params"], "validation_mse": t["validation_mse"],
+                        "final_validation_mse": t.get("final_validation_mse"),
+                        "chosen": i == result["chosen_trial"]}
+                       for i, t in enumerate(result["trials"])],
             "best_teacher": result["best_teacher"],
             "teachers_test_mse": result["teachers_test_mse"],
             "vs_s0": paired_t_test(test, [r["s0_test_mse"] for r in per_seed]),
@@ -676,10 +681,29 @@ def render_markdown(rows, summary):
                                                    "chosen (trials)"], lambda r: [
               descriptions[r["variant"]], _pm(r["test_mse"]), _pm(r["grr"], 100, 1),
               _p(r["vs_reference"]), f"{_params(r['chosen_params'])} ({r['trials']})"])
+    lines += search_markdown(rows, summary["seeds"][0])
     lines += ["![GRR per method, mean ± std over the seeds](tables_grr.png)", "",
               f"Wall time of this command: {summary['wall_seconds'] / 60:.1f} min (finished "
               "runs are reused, not rerun). Every trial, seed and number: tables.json.", ""]
     return "\n".join(lines)
+
+
+def search_markdown(rows, tuning_seed):
+    """Every configuration tried, per row, with its validation MSE (both protocols)."""
+    lines = [f"## The search: every configuration tried (validation MSE, seed {tuning_seed})",
+             "", "Chosen (**bold**) on the best-validation MSE; test MSE was not looked at "
+             "to choose. The final-step column is the same run after its last step.", "",
+             "| row | configuration | validation MSE (best) | validation MSE (final step) |",
+             "|---|---|---|---|"]
+    for r in rows:
+        for trial in r.get("search", []):
+            best = f"{trial['validation_mse']:.4f}"
+            final = trial.get("final_validation_mse")
+            final = "—" if final is None else f"{final:.4f}"
+            if trial["chosen"]:
+                best = f"**{best}**"
+            lines.append(f"| {r['unit']} | {_params(trial['params'])} | {best} | {final} |")
+    return lines + [""]
 
 
 def _paper(method, teachers, language_teacher):

@@ -78,7 +78,8 @@ def test_p_values_lie_in_zero_one(quick_run):
 def test_markdown_and_chart_are_written(quick_run):
     out, _, _ = quick_run
     text = (out / "tables.md").read_text()
-    for heading in ("Table 3", "Table 5", "--quick", "python benchmarks/movielens_tables.py"):
+    for heading in ("Table 3", "Table 5", "--quick", "python benchmarks/movielens_tables.py",
+                    "The search: every configuration tried"):
         assert heading in text
     with open(out / "tables_grr.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -230,3 +231,18 @@ def test_a_single_given_configuration_runs_every_seed_at_once(monkeypatch, tmp_p
     assert calls[0].importance_normalization == "none"  # the ablated part
     assert result["chosen_params"] == chosen and len(result["trials"]) == 1
     assert [result["per_seed"][str(s)]["test_mse"] for s in (0, 1, 2)] == [2.4, 2.4, 2.4]
+
+
+def test_search_lists_every_trial_with_the_chosen_one_in_bold():
+    module = tables_module()
+    rows = [{"unit": "ld-mlp_l", "search": [
+        {"params": {"alpha": 0.5}, "validation_mse": 0.87101, "final_validation_mse": 0.8765,
+         "chosen": False},
+        {"params": {"alpha": 4.0}, "validation_mse": 0.84219, "final_validation_mse": None,
+         "chosen": True}]},
+        {"unit": "s0-only"}]
+    lines = module.search_markdown(rows, tuning_seed=0)
+    assert "seed 0" in lines[0]
+    assert "| ld-mlp_l | alpha=0.5 | 0.8710 | 0.8765 |" in lines
+    assert "| ld-mlp_l | alpha=4 | **0.8422** | — |" in lines
+    assert sum(line.startswith("| ld-mlp_l") for line in lines) == 2
