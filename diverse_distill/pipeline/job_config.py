@@ -118,7 +118,7 @@ class JobConfig:
         self.teachers = tuple(self.teachers)
         self.student_hidden_units = tuple(int(u) for u in self.student_hidden_units)
         self.seeds = tuple(int(s) for s in self.seeds)
-        self.compare_methods = tuple(self.compare_methods)
+        self.compare_methods = tuple(m for m in self.compare_methods if m)  # '' = none
         self.validate()
 
     def validate(self):
