@@ -2,7 +2,8 @@
 
 Exit statuses: 0 done; 2 bad input (flags, data, teachers, config: `error: <what is
 wrong and how to fix it>` on stderr, no traceback); 3 training diverged (a non-finite
-loss term; the last good checkpoint is kept); 1 anything unexpected (a bug: the full
+loss term; the last good checkpoint is kept); 4 a worker of a `--strategy=multi_worker` job
+was lost (rerun every worker: the job resumes); 1 anything unexpected (a bug: the full
 traceback). `--debug` (or absl's `--verbosity=1`) prints the traceback in every case.
 """
 
@@ -12,9 +13,11 @@ import traceback
 from absl import app, flags
 
 from diverse_distill.pipeline.finite_loss_guard import NonFiniteLossError
+from diverse_distill.pipeline.workers import WorkerLostError
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_WORKER_LOST = 4
 
 # What bad input raises: the data module's MovieLensFormatError (a ValueError) and
 # MovieLensFileNotFoundError (a FileNotFoundError), the config's and the library's
@@ -71,6 +74,8 @@ def run(main, positional_args=False):
             return main(argv)
         except NonFiniteLossError as error:
             fail(error, EXIT_DIVERGED, debug=_debug_requested())
+        except WorkerLostError as error:
+            fail(error, EXIT_WORKER_LOST, debug=_debug_requested())
         except BAD_INPUT_ERRORS as error:
             fail(error, EXIT_BAD_INPUT, debug=_debug_requested())
 

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import time
 
 import keras
@@ -25,6 +26,14 @@ from diverse_distill.pipeline.method_params import method_class, method_kwargs
 from diverse_distill.pipeline.run_state import RunState
 from diverse_distill.pipeline.strategy import configure_runtime, make_strategy
 from diverse_distill.pipeline.train_stream import train_stream
+from diverse_distill.pipeline.workers import (
+    WorkerRole,
+    agree_on_state,
+    lost_worker_error,
+    peer_error,
+    private_copy,
+    state_summary,
+)
 from diverse_distill.pipeline.teacher_factory import (
     SPLITS,
     TeacherStore,
@@ -356,6 +365,39 @@ class MovieLensJob:
         configure_runtime(c.num_cpu_devices, c.deterministic)
         if self.strategy is None:
             self.strategy = make_strategy(c.strategy, c.num_cpu_devices)
+        role = WorkerRole(self.strategy)
+        if not role.multi or self.comparison:  # a side run works in its parent's folders
+            return self._run()
+        return self._run_as_worker(role)
+
+    def _run_as_worker(self, role):
+        """One worker of several (pipeline/workers.py): the chief writes OUTPUT_DIR and
+        CACHE_DIR, the others a private copy; a lost peer ends the job with one line."""
+        c = self.config
+        private = None
+        if role.is_chief:
+            self.log(f"{role.name} of {role.num_workers} workers (the chief): "
+                     f"writes {c.output_dir}")
+        else:
+            private, output_dir, cache_dir = private_copy(c, role)
+            self.log(f"{role.name} of {role.num_workers} workers: works in a copy of the chief's "
+                     f"folders, {private} (deleted at the end); the chief writes {c.output_dir}")
+            self.config = dataclasses.replace(c, output_dir=output_dir, cache_dir=cache_dir)
+            self.run_state = RunState(self.config, log=self.log)
+        try:
+            agree_on_state(self.strategy, role, state_summary(self.config))
+            return self._run()
+        except Exception as error:  # noqa: BLE001 - re-raised unless a peer was lost
+            cause = peer_error(error)
+            if cause is None:
+                raise
+            raise lost_worker_error(cause, role, c.output_dir) from error
+        finally:
+            if private:
+                shutil.rmtree(private, ignore_errors=True)
+
+    def _run(self):
+        c = self.config
         replicas = self.strategy.num_replicas_in_sync
         if c.batch_size % replicas:
             raise ValueError(f"--batch_size={c.batch_size} (the global batch) must be a multiple "

@@ -69,5 +69,62 @@ def make_strategy(name, num_cpu_devices=0):
             ) from None
         return tf.distribute.TPUStrategy(resolver)
     if name == "multi_worker":
+        patch_keras_multi_worker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"--strategy must be one of {list(STRATEGIES)}, got {name!r}.")
+
+
+def _multi_worker(strategy):
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def patch_keras_multi_worker():
+    """Lets Keras 3 `fit` and `evaluate` run under `MultiWorkerMirroredStrategy` at all.
+
+    Two Keras 3 bugs (3.15 here; keras-team/keras#20585 and #20329 are open) make
+    every `fit` fail with more than one worker:
+
+    - the model is built from the first batch, `strategy.reduce("MEAN", batch)`,
+      which cannot reduce a nested batch (a dict of features, an `(x, y)` tuple):
+      "Attempt to convert a value ({...PerReplica...}) with an unsupported type
+      (<class 'dict'>) to a Tensor". The build reads only shapes and dtypes, so
+      here it takes each value's local per-replica tensor (no collective op);
+    - the step's logs (scalar metric results) are averaged with
+      `strategy.reduce("MEAN", v, axis=0)`: "Invalid reduction dimension 0 for input
+      with 0 dimensions". Here `axis=None`: the mean over all replicas of all
+      workers, what `MirroredStrategy` gets from `tf.reduce_mean` over its replicas.
+
+    Any other strategy (and `predict`'s concatenation) keeps Keras' own code.
+    Idempotent.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    cls = tf_trainer.TensorFlowTrainer
+    if getattr(cls, "_diverse_distill_multi_worker", False):
+        return
+    keras_build = cls._maybe_symbolic_build
+    keras_reduce = tf_trainer.reduce_per_replica
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is None or not _multi_worker(strategy):
+            return keras_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            data_batch = tf.nest.map_structure(
+                lambda v: (strategy.experimental_local_results(v)[0]
+                           if isinstance(v, tf.distribute.DistributedValues) else v),
+                next(batches))
+            break
+        return keras_build(self, data_batch=data_batch)
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and _multi_worker(strategy):
+            return tf.nest.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return keras_reduce(values, strategy, reduction)
+
+    cls._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    cls._diverse_distill_multi_worker = True
+
