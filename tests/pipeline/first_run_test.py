@@ -1,7 +1,7 @@
 """`bin/train` on its embedded defaults (the README's first run), shrunk only in size: an
 ids-only student, LD on the same teacher as a side run sharing S0, the one-screen table,
-learning_curves.png and progress lines with an ETA. Run under `--strategy=mirrored` on 2
-logical CPUs: the side run shares its parent's strategy."""
+learning_curves.png and progress lines with an ETA. (Under `--strategy=mirrored` the side
+run shares its parent's strategy: tests/pipeline/distribution_test.py.)"""
 
 import json
 
@@ -20,7 +20,7 @@ def first_run(tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("first_run")
     result = train_runner.run("train", *SIZE_ONLY, f"--movielens_dir={tiny_data}",
                               f"--output_dir={root / 'out'}", f"--cache_dir={root / 'cache'}",
-                              "--strategy=mirrored", "--num_cpu_devices=2", "--noexport_student",
+                              "--noexport_student",
                               timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "out", result.stdout
