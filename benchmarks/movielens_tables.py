@@ -101,6 +101,10 @@ flags.DEFINE_integer("search_seed", 0, "Seed of the random search.")
 flags.DEFINE_enum("search", "random", ["random", "listed"], "How the trials are chosen: "
                   "'random' (defaults, then a seeded draw from SEARCH_SPACES) or 'listed' "
                   "(the first --trials of LISTED_SEARCH, the same number for every method).")
+flags.DEFINE_list("row_trials", [], "With --search=listed: rows that try only some of the "
+                  "listed configurations, as ROW:I+J (e.g. 'diverse_distill-mlp_l+mlp_m:0+4': "
+                  "the paper's reading and the configuration chosen on MLP-L). Their trial "
+                  "folders keep the listed index; tables.md counts the trials they ran.")
 flags.DEFINE_string("quality_json", "", "Also write one entry per (committee, method, "
                     "protocol) to this file (docs/results/quality.json).")
 flags.DEFINE_enum("ablation_protocol", "tuned", ["tuned", "fixed"], "Ablations: 'tuned' "
@@ -401,17 +405,38 @@ def seed_records(metrics):
     return records
 
 
+def parse_row_trials(entries):
+    """`--row_trials` entries `ROW:I+J` -> {row slug: [I, J]}."""
+    subsets = {}
+    for entry in entries:
+        slug, sep, indices = entry.rpartition(":")
+        try:
+            subsets[slug] = sorted({int(i) for i in indices.split("+")})
+        except ValueError:
+            sep = ""
+        if not sep or not slug:
+            raise ValueError(f"--row_trials entry {entry!r} is not ROW:I+J (e.g. "
+                             "'diverse_distill-mlp_l+mlp_m:0+4').")
+    return subsets
+
+
 def tune_and_run(unit, base, seeds, trials, search_seed, work_dir, log, configurations=None,
-                 search="random"):
+                 search="random", subset=None):
     """Tunes `unit` on the validation MSE of `seeds[0]`, then runs the choice on every seed.
 
     `configurations`: the hyper-parameter configurations to choose from (default: `trials`
-    of them from `search_configurations`); a single one runs every seed at once."""
+    of them from `search_configurations`); a single one runs every seed at once. `subset`:
+    the indices of those configurations to try (default all; trial folders keep them)."""
     configs = configurations or search_configurations(unit.method, len(unit.teachers), trials,
                                                       search_seed, unit.slug, search)
+    indices = list(range(len(configs))) if subset is None else list(subset)
+    if not indices or indices[-1] >= len(configs) or indices[0] < 0:
+        raise ValueError(f"{unit.slug}: trials {indices} are not among its {len(configs)} "
+                         "configurations.")
+    configs = [configs[i] for i in indices]
     folder = os.path.join(work_dir, unit.slug)
     trial_results = []
-    for i, params in enumerate(configs):
+    for i, params in zip(indices, configs):
         # One configuration: nothing to choose, so it runs every seed at once.
         trial_seeds = seeds if len(configs) == 1 else seeds[:1]
         config = job_config(base, unit, params, trial_seeds, os.path.join(folder, f"trial{i}"))
@@ -1049,11 +1074,13 @@ def main(argv):
         print(message, flush=True)
 
     done = {}  # slug -> result of the rows this copy ran
+    row_trials = parse_row_trials(FLAGS.row_trials)
 
     def run(unit):
         if unit.variant == "full" or FLAGS.ablation_protocol == "tuned":
             done[unit.slug] = tune_and_run(unit, base, seeds, trials, FLAGS.search_seed,
-                                           work_dir, log, search=FLAGS.search)
+                                           work_dir, log, search=FLAGS.search,
+                                           subset=row_trials.get(unit.slug))
             return done[unit.slug]
         # "fixed": the full model's chosen configuration (its row from this copy, else
         # reused from another copy's finished runs, or run first).

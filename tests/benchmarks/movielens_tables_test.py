@@ -246,3 +246,16 @@ def test_search_lists_every_trial_with_the_chosen_one_in_bold():
     assert "| ld-mlp_l | alpha=0.5 | 0.8710 | 0.8765 |" in lines
     assert "| ld-mlp_l | alpha=4 | **0.8422** | — |" in lines
     assert sum(line.startswith("| ld-mlp_l") for line in lines) == 2
+
+
+def test_row_trials_restrict_a_row_to_listed_indices(tmp_path):
+    module = tables_module()
+    assert module.parse_row_trials(["diverse_distill-mlp_l+mlp_m:4+0", "ld-mlp_l:2"]) == {
+        "diverse_distill-mlp_l+mlp_m": [0, 4], "ld-mlp_l": [2]}
+    for bad in ("diverse_distill-mlp_l", "ld-mlp_l:x", ":3"):
+        with pytest.raises(ValueError, match="ROW:I"):
+            module.parse_row_trials([bad])
+    unit = module.Unit("ld", ("mlp_l",))
+    with pytest.raises(ValueError, match="not among its 6 configurations"):
+        module.tune_and_run(unit, None, [0], 6, 0, str(tmp_path), print, search="listed",
+                            subset=[0, 6])
