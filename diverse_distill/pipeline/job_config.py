@@ -103,7 +103,7 @@ class JobConfig:
     cache_dir: str = "runs/teacher_cache"
     export_student: bool = True
     only_teachers: bool = False  # train (or load) and cache the teachers, then stop
-    verbose: int = 2
+    verbose: int = 0  # Keras' own fit lines (1, 2); progress + ETA lines print regardless
 
     # Runtime: resuming, determinism, distribution, debugging.
     resume: bool = True  # continue from output_dir's checkpoints; --noresume discards them
