@@ -52,6 +52,11 @@ _VARIANT_OPTIONS = ("alignment", "distance", "injection", "answer_target", "pred
                     "module_warmup_steps", "importance_objective")
 
 
+# `--compare_methods`: the alpha each side-run method uses, chosen on the validation split
+# on MLP-L (docs/results/quality.md: LD's best of six alphas); others use `--alpha`.
+COMPARISON_ALPHAS = {"ld": 4.0}
+
+
 def parse_method_params(text):
     """`"a=1,b=x"` -> `{"a": "1", "b": "x"}` (strings; syntax only).
 

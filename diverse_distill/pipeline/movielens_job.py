@@ -472,30 +472,35 @@ class MovieLensJob:
         return metrics
 
     def run_comparisons(self, teacher_info, best_teacher):
-        """`--compare_methods`: each method at its defaults on the same teachers, S0 and seeds.
+        """`--compare_methods`: each method on the same teachers, S0 and seeds.
 
         Each runs as a job of its own under OUTPUT_DIR/compare_<method> (cached teachers
-        and S0 are reused; it resumes like the main job). A single-teacher method distils
-        the committee's best teacher. Returns `{method: its summary}`.
+        and S0 are reused; it resumes like the main job), at its defaults except alpha:
+        the one chosen for it on validation (`COMPARISON_ALPHAS`, else `--alpha`). A
+        single-teacher method distils the committee's best teacher. Returns
+        `{method: its summary}`.
         """
         c = self.config
         comparisons = {}
         for method in c.compare_methods:
-            from diverse_distill.pipeline.method_params import method_class, takes_argument
+            from diverse_distill.pipeline.method_params import (COMPARISON_ALPHAS, method_class,
+                                                                takes_argument)
 
             teacher_index = -1
             if takes_argument(method_class(method), "teacher_index") and len(c.teachers) > 1:
                 teacher_index = list(c.teachers).index(best_teacher)
             config = dataclasses.replace(
                 c, method=method, method_params="", teacher_index=teacher_index,
+                alpha=COMPARISON_ALPHAS.get(method, c.alpha),
                 compare_methods=(), export_student=False,
                 output_dir=os.path.join(c.output_dir, f"compare_{method}"))
-            self.log(f"[compare_{method}] {method} at its defaults on the same teachers, S0 and "
-                     f"seeds ({config.output_dir})")
+            self.log(f"[compare_{method}] {method} (alpha {config.alpha:g}) on the same "
+                     f"teachers, S0 and seeds ({config.output_dir})")
             metrics = MovieLensJob(config, log=lambda m, p=f"  [{method}] ": self.log(p + m),
                                    comparison=True, strategy=self.strategy).run()
             comparisons[method] = {
                 "output_dir": config.output_dir,
+                "alpha": config.alpha,
                 "teacher": (c.teachers[teacher_index] if teacher_index >= 0
                             else "+".join(c.teachers)),
                 "summary": {k: metrics["summary"][k] for k in
@@ -585,7 +590,8 @@ class MovieLensJob:
                          f"{row['rmse']['mean']:>13.4f}{row['mae']['mean']:>13.4f}")
         for method, info in metrics.get("comparisons", {}).items():
             row = info["summary"]["distilled"]
-            label = f"{method} ({info['teacher']})"
+            alpha = f" α={info['alpha']:g}" if info.get("alpha") is not None else ""
+            label = f"{method}{alpha} ({info['teacher']})"
             lines.append(f"{label:<28}{row['mse']['mean']:>11.4f} ± {row['mse']['std']:.4f}"
                          f"{row['rmse']['mean']:>13.4f}{row['mae']['mean']:>13.4f}")
 

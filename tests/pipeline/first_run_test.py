@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from diverse_distill.pipeline.method_params import COMPARISON_ALPHAS
 from tests.pipeline import train_runner
 
 SIZE_ONLY = ("--max_train_examples=800", "--id_embedding_dim=16", "--student_hidden_units=16,8",
@@ -33,6 +34,8 @@ def test_defaults_are_an_ids_only_student_and_ld_on_the_same_teacher(first_run):
     assert main["config"]["teachers"] == ["mlp_l"] and main["method"] == "diverse_distill"
     side = json.loads((out / "compare_ld" / "metrics.json").read_text())
     assert side["method"] == "ld" and side["config"]["compare_methods"] == []
+    # LD at the alpha chosen for it on validation (docs/results/quality.md), not DD's.
+    assert side["config"]["alpha"] == COMPARISON_ALPHAS["ld"] != main["config"]["alpha"]
     # The side run distils the same teacher from the same S0 (read from the cache).
     assert side["teachers"]["mlp_l"]["test"] == pytest.approx(main["teachers"]["mlp_l"]["test"],
                                                               abs=1e-6)
@@ -49,7 +52,7 @@ def test_one_screen_summary_with_ld_row_curves_and_progress(first_run):
     summary = stdout[stdout.rindex("=" * 72, 0, stdout.rindex("=" * 72)):]
     side = json.loads((out / "compare_ld" / "metrics.json").read_text())
     ld_mse = side["summary"]["distilled"]["mse"]["mean"]
-    assert "ld (mlp_l)" in summary and f"{ld_mse:.4f}" in summary
+    assert f"ld α={COMPARISON_ALPHAS['ld']:g} (mlp_l)" in summary and f"{ld_mse:.4f}" in summary
     assert "GRR of ld (mlp_l)" in summary
     assert "shortened schedule: students 40 steps, teachers 40" in summary
     assert f"learning curves: {out / 'learning_curves.png'}" in summary
