@@ -720,7 +720,11 @@ def search_markdown(rows, tuning_seed):
              "to choose. The final-step column is the same run after its last step.", "",
              "| row | configuration | validation MSE (best) | validation MSE (final step) |",
              "|---|---|---|---|"]
+    listed = set()
     for r in rows:
+        if r["unit"] in listed:  # the same row in two tables (e.g. DiverseDistill on MLP-L)
+            continue
+        listed.add(r["unit"])
         for trial in r.get("search", []):
             best = f"{trial['validation_mse']:.4f}"
             final = trial.get("final_validation_mse")

@@ -241,6 +241,7 @@ def test_search_lists_every_trial_with_the_chosen_one_in_bold():
         {"params": {"alpha": 4.0}, "validation_mse": 0.84219, "final_validation_mse": None,
          "chosen": True}]},
         {"unit": "s0-only"}]
+    rows.append(dict(rows[0]))  # the same row in another table: listed once
     lines = module.search_markdown(rows, tuning_seed=0)
     assert "seed 0" in lines[0]
     assert "| ld-mlp_l | alpha=0.5 | 0.8710 | 0.8765 |" in lines
