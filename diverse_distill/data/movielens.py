@@ -92,6 +92,16 @@ class RatingsTable:
         movie_title: str. Title without the `(year)`, e.g. `"Usual Suspects, The"`.
         movie_year: int32. Year from the title, 0 where the title has none.
         movie_genres: int8, shape `(n, 19)`. Multi-hot over `GENRES`.
+
+    Example:
+    ```python
+    from diverse_distill.data import load_movielens_100k, write_synthetic_ml100k
+
+    table = load_movielens_100k(write_synthetic_ml100k("/tmp/ml-100k", num_ratings=200))
+    print(len(table), table.rating[:3], table.movie_title[0])
+    first_ten = table.take(np.arange(10))  # a RatingsTable of those rows
+    assert len(first_ten) == 10
+    ```
     """
 
     user_id: np.ndarray

@@ -27,6 +27,18 @@ class JobConfig:
     shortened schedule (teacher 8,000 steps, students 4,000, evaluated every
     500), with LD on the same teacher for comparison. The paper's schedule
     is `configs/common/movielens.cfg` (every config under configs/ uses it).
+
+    Example:
+    ```python
+    from diverse_distill.pipeline.job_config import JobConfig
+
+    config = JobConfig(teachers=("mlp_l", "mlp_m"), steps=2000, alpha=1.0)
+    print(config.s0_key(0), config.teacher_key("mlp_l")[0])
+    # The student's inputs change S0 but not the teachers.
+    same_inputs = JobConfig(teachers=("mlp_l", "mlp_m"), student_features="")
+    assert same_inputs.s0_key(0) != JobConfig().s0_key(0)
+    assert same_inputs.teacher_key("mlp_l") == config.teacher_key("mlp_l")
+    ```
     """
 
     # Data.

@@ -108,6 +108,24 @@ class MovieLensJob:
         strategy: a `tf.distribute.Strategy` to run under instead of making one
             from `--strategy` (a comparison shares its parent's: two mirrored
             strategies in one process mix up their collective ops).
+
+    Example:
+    ```python
+    from diverse_distill.data import write_synthetic_ml100k
+    from diverse_distill.pipeline.job_config import JobConfig
+    from diverse_distill.pipeline.movielens_job import MovieLensJob
+
+    folder = write_synthetic_ml100k("/tmp/ml-100k", num_users=20, num_movies=30,
+                                    num_ratings=400)
+    config = JobConfig(movielens_dir=folder, output_dir="/tmp/job", cache_dir="/tmp/cache",
+                       teachers=("mlp_s",), steps=20, teacher_steps=20, eval_every=10,
+                       id_embedding_dim=8, student_hidden_units=(8,),
+                       question_embedding_dim=4, num_components=2,
+                       module_intermediate_dim=8, compare_methods=(),
+                       export_student=False)
+    metrics = MovieLensJob(config, log=lambda line: None).run()  # like bin/train
+    print(metrics["summary"]["s0"]["mse"]["mean"], metrics["summary"]["distilled"]["mse"]["mean"])
+    ```
     """
 
     def __init__(self, config, log=print, comparison=False, strategy=None):
