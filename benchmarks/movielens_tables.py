@@ -50,6 +50,7 @@ import datetime
 import itertools
 import json
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -409,14 +410,11 @@ def parse_row_trials(entries):
     """`--row_trials` entries `ROW:I+J` -> {row slug: [I, J]}."""
     subsets = {}
     for entry in entries:
-        slug, sep, indices = entry.rpartition(":")
-        try:
-            subsets[slug] = sorted({int(i) for i in indices.split("+")})
-        except ValueError:
-            sep = ""
-        if not sep or not slug:
+        slug, _, indices = entry.rpartition(":")
+        if not slug or not re.fullmatch(r"\d+(\+\d+)*", indices):
             raise ValueError(f"--row_trials entry {entry!r} is not ROW:I+J (e.g. "
                              "'diverse_distill-mlp_l+mlp_m:0+4').")
+        subsets[slug] = sorted({int(i) for i in indices.split("+")})
     return subsets
 
 

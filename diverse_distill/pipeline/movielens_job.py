@@ -215,11 +215,15 @@ class MovieLensJob:
         hidden state), which does not change during distillation, so its
         language teachers' outputs are computed once over the train split
         (from their prefix caches) and read instead of running the teacher
-        at every step. Kept in memory or on disk as `--prefix_cache` says.
+        at every step. Kept in memory or on disk as `--prefix_cache` says. A
+        single-teacher method given `--teacher_index` reads that teacher alone,
+        so only its cache is built.
         """
         c = self.config
         if c.method == "diverse_distill" or c.prefix_cache == "none":
             return []
+        if c.teacher_index >= 0:  # JobConfig/method_kwargs: only single-teacher methods take it
+            teachers = [teachers[c.teacher_index]]
         prefix_caches = {cache.name: cache for cache in self.prefix_caches}
         caches = []
         for teacher in teachers:
@@ -255,11 +259,8 @@ class MovieLensJob:
         if c.method == "diverse_distill":
             return DistillationModel(student, teachers, prefix_caches=self.prefix_caches,
                                      name="diverse_distill", **kwargs)
-        caches = self.output_caches
-        if kwargs.get("teacher_index") is not None and kwargs["teacher_index"] >= 0:
-            chosen = teachers[kwargs["teacher_index"]].name  # a single-teacher method
-            caches = [cache for cache in caches if cache.name == chosen]
-        return method_class(c.method)(student, teachers, output_caches=caches, **kwargs)
+        return method_class(c.method)(student, teachers, output_caches=self.output_caches,
+                                      **kwargs)
 
     def callbacks(self, phase):
         return [keras.callbacks.TensorBoard(os.path.join(self.config.output_dir, "tensorboard", phase))]

@@ -84,14 +84,9 @@ def hash_tokenize(prompts, vocabulary_size, sequence_length, token_ids_key, padd
 
 
 def split_prompts(data, split, config):
-    """The prompts a language teacher reads for `split`: `data.prompts(split, history=K)`.
-
-    `K = config.prompt_history`; with 0 it calls `data.prompts(split)` (the prompts
-    without history), as earlier versions did.
-    """
-    if config.prompt_history:
-        return list(data.prompts(split, history=config.prompt_history))
-    return list(data.prompts(split))
+    """The prompts a language teacher reads for `split`: `data.prompts(split, history=K)`,
+    `K = config.prompt_history` (0: the prompts without history)."""
+    return list(data.prompts(split, history=config.prompt_history))
 
 
 def prompt_token_counts(teacher, prompts, chunk=4096):

@@ -208,7 +208,10 @@ def test_bin_train_baseline_reads_the_language_teachers_cached_outputs(tiny_data
     common = [*args, "--teachers=mlp_s,tiny_bert", "--method=mt", "--lm_sequence_length=16",
               "--lm_teacher_steps=10", f"--movielens_dir={tiny_data}",
               f"--cache_dir={tmp_path / 'cache'}", "--noexport_student"]
-    first = train_runner.run("train", *common, f"--output_dir={tmp_path / 'a'}", timeout=600)
+    # The first run also runs LD on the committee's best teacher as a side run: LD reads
+    # one teacher, so it builds (and is handed) that teacher's output cache alone.
+    first = train_runner.run("train", *common, f"--output_dir={tmp_path / 'a'}",
+                             "--compare_methods=ld", timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "output cache tiny_bert" in first.stdout + first.stderr
     outputs = list((tmp_path / "cache").glob("tiny_bert-*/outputs_from_prefix_*/COMPLETE"))
@@ -216,6 +219,13 @@ def test_bin_train_baseline_reads_the_language_teachers_cached_outputs(tiny_data
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert np.isfinite(metrics["summary"]["distilled"]["mse"]["mean"])
     assert metrics["wall_seconds"]["output_cache_tiny_bert"] > 0
+    side = json.loads((tmp_path / "a" / "compare_ld" / "metrics.json").read_text())
+    assert side["config"]["teacher_index"] == ["mlp_s", "tiny_bert"].index(
+        metrics["best_teacher"])
+    assert np.isfinite(side["summary"]["distilled"]["mse"]["mean"])
+    side_lines = [line for line in first.stdout.splitlines() if line.startswith("  [ld] ")]
+    assert any("output cache tiny_bert" in line for line in side_lines) == (
+        metrics["best_teacher"] == "tiny_bert")
     # A second run reopens the cache instead of computing it again.
     second = train_runner.run("train", *common, f"--output_dir={tmp_path / 'b'}", timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
