@@ -18,6 +18,11 @@ _HELP = {
     "prompt_history": "Language teachers' prompts list the user's K most recent train ratings "
                       "strictly before the rating asked (never a held-out label, never the "
                       "target itself; docs/data.md); 0 = no history.",
+    "lm_finetune": "How a language teacher learns the task: full (every weight), head (frozen LM, "
+                   "ridge head), last_layer (last layer's [CLS] path + head on cached inputs of "
+                   "the frozen lower layers: cheap), lora (rank --lm_lora_rank adapters + head); "
+                   "measured in docs/results/lm_teacher.md.",
+    "lm_lora_rank": "Rank of the low-rank adapters of --lm_finetune=lora.",
     "steps": "Optimiser steps of S0 and of the distilled student (same budget).",
     "seeds": "Seeds of S0 and of the distilled student; teachers use --teacher_seed.",
     "method": "diverse_distill or a baseline name (ld, fd, sckd, mt, amtml, autoskd, aekd).",

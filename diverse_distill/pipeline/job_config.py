@@ -10,8 +10,12 @@ KNOWN_TEACHERS = tuple(MLP_TEACHERS) + LANGUAGE_TEACHERS
 # JobConfig fields that only a language teacher reads: a run with none does not depend on them.
 LANGUAGE_TEACHER_FIELDS = ("t5_preset", "bert_preset", "lm_sequence_length", "bert_suffix_mode",
                            "bert_injection_layer", "prefix_cache", "prefix_cache_dtype",
-                           "lm_teacher_steps", "lm_learning_rate", "lm_finetune",
+                           "lm_teacher_steps", "lm_learning_rate", "lm_finetune", "lm_lora_rank",
                            "prompt_history")
+# --lm_finetune: "full" fine-tunes the whole LM; "head": frozen LM + ridge head; "last_layer":
+# the last layer's [CLS] path + head on cached inputs of the frozen lower layers
+# (pipeline/lm_finetune.py); "lora": low-rank adapters on every layer + head (full passes).
+LM_FINETUNE_OPTIONS = ("full", "head", "last_layer", "lora")
 STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 MIXED_PRECISIONS = ("float32", "bf16")  # --mixed_precision
 ALIGNMENTS = ("dot", "softmax", "normalized")  # layers/question_augmenter.py
@@ -81,7 +85,8 @@ class JobConfig:
     teacher_steps: int = 8000
     lm_teacher_steps: int = 2500
     lm_learning_rate: float = 5e-5
-    lm_finetune: str = "full"  # "full": fine-tune the whole LM; "head": frozen LM + ridge head
+    lm_finetune: str = "full"  # LM_FINETUNE_OPTIONS above; docs/results/lm_teacher.md measures them
+    lm_lora_rank: int = 8  # --lm_finetune=lora
     seeds: tuple = (0,)
     teacher_seed: int = 0
 
@@ -145,6 +150,7 @@ class JobConfig:
         if len(set(self.teachers)) != len(self.teachers):
             raise ValueError(f"--teachers names a teacher twice: {list(self.teachers)}.")
         for name in ("steps", "batch_size", "eval_every", "teacher_steps", "lm_teacher_steps",
+                     "lm_lora_rank",
                      "id_embedding_dim"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
@@ -181,8 +187,9 @@ class JobConfig:
                 f"{self.importance_threshold_on} (or < 0 for no skipping), "
                 f"got {self.importance_threshold}."
             )
-        if self.lm_finetune not in ("full", "head"):
-            raise ValueError(f"--lm_finetune must be 'full' or 'head', got {self.lm_finetune!r}.")
+        if self.lm_finetune not in LM_FINETUNE_OPTIONS:
+            raise ValueError(f"--lm_finetune must be one of {list(LM_FINETUNE_OPTIONS)}, "
+                             f"got {self.lm_finetune!r}.")
         if self.prefix_cache not in ("none", "memory", "disk"):
             raise ValueError(f"--prefix_cache must be none, memory or disk, got {self.prefix_cache!r}.")
         if self.prefix_cache_dtype not in ("float16", "float32"):
@@ -257,6 +264,16 @@ class JobConfig:
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         return f"s0-seed{seed}-{digest}"
 
+    def lm_inputs_key(self, name):
+        """A short hash of what language teacher `name`'s tokens and frozen-layer states
+        depend on (not its training): caches of them are shared by every fine-tuning run."""
+        spec = {"teacher": name, "data": self.data_key(),
+                "preset": self.t5_preset if "t5" in name else self.bert_preset,
+                "sequence_length": self.lm_sequence_length,
+                "prompt_history": self.prompt_history, "mixed_precision": self.mixed_precision}
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        return f"{name}-inputs-{digest}"
+
     def teacher_key(self, name):
         """A short hash of everything that determines teacher `name`'s weights."""
         spec = {"teacher": name, "data": self.data_key(), "seed": self.teacher_seed,
@@ -272,6 +289,8 @@ class JobConfig:
                         sequence_length=self.lm_sequence_length, steps=self.lm_teacher_steps,
                         finetune=self.lm_finetune,
                         learning_rate=self.lm_learning_rate)
+            if self.lm_finetune == "lora":
+                spec["lora_rank"] = self.lm_lora_rank
             if self.prompt_history:  # the keys of prompts without history stay as they were
                 spec["prompt_history"] = self.prompt_history
         if self.mixed_precision != "float32":  # float32 keys stay as they were

@@ -324,6 +324,26 @@ class TeacherStore:
         teacher(sample, training=False)  # marks the teacher built (for count_params and saving)
         return result
 
+    def _fit_last_layer(self, teacher, inputs_folder):
+        """The last layer's [CLS] path + head on cached inputs of the frozen lower layers;
+        the cache lives with the tokens (it does not depend on the training flags)."""
+        from diverse_distill.pipeline.lm_finetune import finetune_last_layer
+
+        c = self.config
+        keras.utils.set_random_seed(c.teacher_seed)
+        result = finetune_last_layer(
+            teacher, {split: self.extra_features[split] for split in SPLITS},
+            {split: getattr(self.data, split)["rating"] for split in ("train", "validation")},
+            steps=c.lm_teacher_steps, learning_rate=c.lm_learning_rate,
+            batch_size=c.batch_size, eval_every=c.eval_every, seed=c.teacher_seed,
+            cache_dir=os.path.join(inputs_folder, "last_layer_inputs"),
+        )
+        sample = {k: v[:2] for k, v in self.extra_features["validation"].items()}
+        teacher(sample, training=False)  # marks the teacher built (for count_params and saving)
+        history = {**result["history"], **{k: result[k] for k in
+                                           ("cache_seconds", "train_seconds", "step_ms")}}
+        return history, result["best_step"], result["predictions"]
+
     def get(self, name):
         """Returns `(teacher, info)`: a `SplitTeacher` and its metrics and provenance."""
         c = self.config
@@ -340,7 +360,10 @@ class TeacherStore:
             optimizer = keras.optimizers.Adagrad(c.learning_rate)
         else:
             teacher = _build_language_teacher(name, c, self.data)
-            tokens = cached_language_features(teacher, self.data, c, folder)
+            if c.lm_finetune == "lora":
+                teacher.backbone.enable_lora(c.lm_lora_rank)
+            inputs_folder = os.path.join(c.cache_dir, c.lm_inputs_key(name))
+            tokens = cached_language_features(teacher, self.data, c, inputs_folder)
             for split in SPLITS:
                 self.extra_features[split].update(tokens[split])
             trainable, steps = teacher, c.lm_teacher_steps
@@ -366,8 +389,11 @@ class TeacherStore:
 
         start = time.time()
         backup_dir = os.path.join(c.output_dir, "backup", f"teacher_{key}")
+        predictions = {}
         if name not in MLP_TEACHERS and c.lm_finetune == "head":
             history, best_epoch = self._fit_probe(teacher), None
+        elif name not in MLP_TEACHERS and c.lm_finetune == "last_layer":
+            history, best_epoch, predictions = self._fit_last_layer(teacher, inputs_folder)
         else:
             keras.utils.set_random_seed(c.teacher_seed)
             trainable.compile(optimizer=optimizer, loss="mse")
@@ -386,12 +412,17 @@ class TeacherStore:
             "best_epoch": best_epoch,
             "history": {k: [float(v) for v in vals] if isinstance(vals, list) else vals
                         for k, vals in history.items()},
-            "test": regression_metrics(self.data.test["rating"], predict_split(teacher, test_ds)),
-            "validation": regression_metrics(
-                self.data.validation["rating"], predict_split(teacher, val_ds)
-            ),
         }
+        for split, dataset in (("validation", val_ds), ("test", test_ds)):
+            if split not in predictions:
+                predictions[split] = predict_split(teacher, dataset)
+            info[split] = regression_metrics(getattr(self.data, split)["rating"],
+                                             predictions[split])
         os.makedirs(folder, exist_ok=True)
+        if name not in MLP_TEACHERS:  # what a language teacher predicts costs minutes to redo
+            np.savez(os.path.join(folder, "predictions.npz"),
+                     **{split: np.asarray(predictions[split], np.float32)
+                        for split in ("validation", "test")})
         # Atomic: a process killed here leaves no half-written cache entry.
         tmp_weights = os.path.join(folder, f"tmp-{os.getpid()}.weights.h5")
         trainable.save_weights(tmp_weights)

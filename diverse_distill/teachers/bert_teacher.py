@@ -223,6 +223,37 @@ class BertTeacher(LanguageModelTeacher):
         )
         return cls(backbone, **kwargs)
 
+    def split_at(self, injection_layer, suffix_mode=None):
+        """This teacher split at another layer: the same backbone, tokenizer and head.
+
+        The returned teacher shares every weight with this one (training it
+        trains this one), so a later layer can be fine-tuned on the cached
+        inputs of the frozen layers below it (`pipeline/lm_finetune.py`).
+
+        Args:
+            injection_layer: int. The layer whose [CLS] input the question
+                replaces in the returned teacher.
+            suffix_mode: str or `None`, default `None` (this teacher's).
+
+        Example:
+        ```python
+        teacher = BertTeacher.tiny(num_layers=4)
+        top = teacher.split_at(3, suffix_mode="query_token")
+        top.head is teacher.head, top.backbone is teacher.backbone  # True, True
+        ```
+        """
+        view = BertTeacher(
+            self.backbone,
+            tokenizer=self.tokenizer,
+            injection_layer=injection_layer,
+            suffix_mode=suffix_mode or self.suffix_mode,
+            absorb_attention=self.absorb_attention,
+            initial_prediction=self.initial_prediction,
+            name=self.name,
+        )
+        view.head = self.head
+        return view
+
     # === Inputs ===
 
     @property
