@@ -316,8 +316,9 @@ class TeacherStore:
         c = self.config
         cache = None
         if c.prefix_cache == "disk":
+            trim = teacher.padding_mask_key if teacher.prefix_trims_padding else None
             cache = PrefixCache(teacher, storage_dtype=c.prefix_cache_dtype,
-                                directory=prefix_cache_dir(c, teacher))
+                                directory=prefix_cache_dir(c, teacher), padding_mask_key=trim)
             cache.open_or_build(self.extra_features["train"], log=print)
         result = fit_probe_head(teacher, self.data, self.extra_features, train_cache=cache)
         sample = {k: v[:2] for k, v in self.extra_features["validation"].items()}

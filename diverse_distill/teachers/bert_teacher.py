@@ -102,6 +102,7 @@ class BertTeacher(LanguageModelTeacher):
         "MiniLM"; DiverseDistill paper Sec. 4.1 (middle-layer [CLS]).
     """
 
+    prefix_trims_padding = True
     backbone_class = keras_hub.models.BertBackbone
     tokenizer_class = keras_hub.tokenizers.BertTokenizer
     tokenizer_files = BERT_TOKENIZER_FILES

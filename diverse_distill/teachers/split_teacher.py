@@ -40,6 +40,11 @@ class SplitTeacher(keras.Model):
         **kwargs: passed to `keras.Model` (e.g. `name`).
     """
 
+    # Whether `prefix` may run a batch trimmed to its longest row: every context leaf
+    # with the tokens on axis 1 and trailing padding masked. `PrefixCache` then skips
+    # the padding (`padding_mask_key=teacher.padding_mask_key`).
+    prefix_trims_padding = False
+
     def __init__(self, injection_dim, answer_dim, **kwargs):
         super().__init__(**kwargs)
         self.injection_dim = int(injection_dim)
