@@ -13,8 +13,9 @@ LANGUAGE_TEACHER_FIELDS = ("t5_preset", "bert_preset", "lm_sequence_length", "be
                            "lm_teacher_steps", "lm_learning_rate", "lm_finetune", "lm_lora_rank",
                            "prompt_history")
 # --lm_finetune: "full" fine-tunes the whole LM; "head": frozen LM + ridge head; "last_layer":
-# the last layer's [CLS] path + head on cached inputs of the frozen lower layers
-# (pipeline/lm_finetune.py); "lora": low-rank adapters on every layer + head (full passes).
+# the top of the LM + head on cached states of its frozen rest (BERT: the last layer's [CLS]
+# path; T5: the decoder after its first layer; pipeline/lm_finetune.py); "lora": low-rank
+# adapters on the attention + head (whole passes).
 LM_FINETUNE_OPTIONS = ("full", "head", "last_layer", "lora")
 STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 MIXED_PRECISIONS = ("float32", "bf16")  # --mixed_precision

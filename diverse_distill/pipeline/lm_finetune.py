@@ -1,15 +1,22 @@
-"""Fine-tunes a language teacher's last layer on cached inputs of its frozen lower layers.
+"""Fine-tunes the top of a language teacher on cached states of its frozen rest.
 
-`--lm_finetune=last_layer`: the layers below the last one stay as pretrained, so their
-output (the token states input to the last layer) is computed once per example and
-cached (`PrefixCache`, trimmed to each batch's longest prompt). Only the [CLS] row of the
-last layer feeds the head, and it depends only on [CLS] and the other tokens' cached
-states, so the last layer is run for the [CLS] token alone (`suffix_mode="query_token"`,
-the key/value projections folded into the query): a step costs a few MFLOP per example
-instead of a pass through the whole model. This is exact, not an approximation: the
-fine-tuned teacher's own forward pass gives the same predictions (tested), and the
-states input to every layer of the distillation prefix cache stay those of the frozen
-model, so that cache is unchanged by this fine-tuning.
+`--lm_finetune=last_layer`. The teacher says which part learns (`fine_tuning_split()`):
+
+- BERT (`BertTeacher`): the last transformer layer and the head. The layers below stay
+  as pretrained, so the token states input to the last layer are computed once per
+  example and cached (`PrefixCache`, each batch trimmed to its longest prompt). Only the
+  [CLS] row of the last layer feeds the head, and it depends only on [CLS] and the other
+  tokens' cached states, so the layer runs for the [CLS] token alone
+  (`suffix_mode="query_token"`, keys/values folded into the query): a few MFLOP per
+  example instead of a pass through the whole model.
+- T5 (`T5Teacher`): the decoder layers after the first, its final layer norm and the
+  head, on the cached encoder output and first decoder layer (the teacher's own prefix):
+  the decoder runs one token, so this is cheap too.
+
+Both are exact, not approximations: the fine-tuned teacher's own forward pass gives the
+same predictions (tested), and what the cache holds stays what the frozen layers compute.
+For BERT the distillation prefix cache (states input to the middle and later layers) is
+also unchanged by this fine-tuning.
 """
 
 import os
@@ -22,25 +29,36 @@ import tensorflow as tf
 from diverse_distill.distill.prefix_cache import PrefixCache
 
 
-def _rows_in_batches(cache, rows, batch_size):
-    """Yields `(rows, states, padding_mask)`, each batch trimmed to its longest row."""
-    states_leaf, mask_leaf = cache.leaves
+def _context_batches(cache, rows, batch_size):
+    """Yields `(rows, context)` over `rows` of a built `PrefixCache`, each batch trimmed to
+    its longest prompt: the context's integer 2-D leaf is the padding mask, and every leaf
+    with the prompt on axis 1 is cut to the batch's longest row."""
+    leaves = cache.leaves
+    if cache.padding_mask_key is None:  # a teacher whose context cannot be trimmed
+        for begin in range(0, len(rows), batch_size):
+            chunk = np.sort(rows[begin:begin + batch_size])
+            yield chunk, cache.context(
+                {key: np.asarray(leaf[chunk]) for key, leaf in zip(cache.keys, leaves)})
+        return
+    mask_index = next(i for i, leaf in enumerate(leaves)
+                      if leaf.ndim == 2 and np.issubdtype(leaf.dtype, np.integer))
+    full_length = leaves[mask_index].shape[1]
     for begin in range(0, len(rows), batch_size):
         chunk = np.sort(rows[begin:begin + batch_size])
-        mask = np.asarray(mask_leaf[chunk])
-        length = max(int(mask.astype(bool).sum(axis=1).max()), 1)
-        states = np.asarray(states_leaf[chunk][:, :length], np.float32)
-        yield chunk, states, mask[:, :length].astype(np.int32)
+        values = [np.asarray(leaf[chunk]) for leaf in leaves]
+        length = max(int(values[mask_index].astype(bool).sum(axis=1).max()), 1)
+        values = [v[:, :length] if v.ndim >= 2 and v.shape[1] == full_length else v
+                  for v in values]
+        yield chunk, cache.context(dict(zip(cache.keys, values)))
 
 
 def finetune_last_layer(teacher, features, ratings, steps, learning_rate, batch_size=64,
                         eval_every=500, cache_dir=None, seed=0, weight_decay=0.01,
                         storage_dtype="float16", log=print):
-    """Fine-tunes `teacher`'s last transformer layer and head; keeps the best on validation.
+    """Fine-tunes the top of `teacher` (see the module docstring); keeps the best on validation.
 
     Args:
-        teacher: a `BertTeacher` (anything with `split_at`, `backbone.transformer_layers`,
-            `head` and `padding_mask_key`).
+        teacher: a `BertTeacher` or `T5Teacher` (anything with `fine_tuning_split()`).
         features: dict split -> dict of the teacher's token features (`"train"` and
             `"validation"` needed; other splits are predicted at the end).
         ratings: dict split -> float array of targets, for `"train"` and `"validation"`.
@@ -74,47 +92,44 @@ def finetune_last_layer(teacher, features, ratings, steps, learning_rate, batch_
     result["predictions"]["validation"].shape  # (64,)
     ```
     """
-    last = teacher.backbone.num_layers - 1
-    top = teacher.split_at(last, suffix_mode="query_token")
+    top, variables = teacher.fine_tuning_split()
     caches, cache_seconds = {}, 0.0
     for split, split_features in features.items():
         cache = PrefixCache(top, storage_dtype=storage_dtype,
                             directory=os.path.join(cache_dir, split) if cache_dir else None,
-                            padding_mask_key=teacher.padding_mask_key)
-        wanted = {k: v for k, v in split_features.items() if k in teacher.feature_keys}
+                            padding_mask_key=top.padding_mask_key
+                            if top.prefix_trims_padding else None)
+        wanted = {k: v for k, v in split_features.items() if k in top.feature_keys}
         if cache_dir:
             cache.open_or_build(wanted, log=log)
         else:
             cache.build(wanted, log=log)
         caches[split] = cache
         cache_seconds += cache.seconds
-        log(f"{teacher.name}: {split} inputs of layer {last} cached "
+        log(f"{teacher.name}: {split} inputs of the fine-tuned layers cached "
             f"({cache.seconds / 60:.1f} min, {cache.nbytes / 2**30:.2f} GiB)")
 
-    variables = (teacher.backbone.transformer_layers[last].trainable_variables
-                 + teacher.head.trainable_variables)
     optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
     optimizer.build(variables)
 
-    def predict(states, mask, training):
-        context = {"layer_inputs": (states,), "padding_mask": mask}
+    def predict(context, training):
         question = top.native_question(None, context)
         return tf.reshape(top.suffix(question, context, training=training)[1], [-1])
 
     @tf.function(reduce_retracing=True)
-    def train_step(states, mask, y):
+    def train_step(context, y):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(tf.cast(predict(states, mask, True), tf.float32) - y))
+            loss = tf.reduce_mean(tf.square(tf.cast(predict(context, True), tf.float32) - y))
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 
-    predict_fn = tf.function(lambda s, m: predict(s, m, False), reduce_retracing=True)
+    predict_fn = tf.function(lambda context: predict(context, False), reduce_retracing=True)
 
     def predictions(split):
         cache = caches[split]
         out = np.empty(len(cache.leaves[0]), np.float32)
-        for rows, states, mask in _rows_in_batches(cache, np.arange(len(out)), 512):
-            out[rows] = np.asarray(predict_fn(states, mask), np.float32)
+        for rows, context in _context_batches(cache, np.arange(len(out)), 512):
+            out[rows] = np.asarray(predict_fn(context), np.float32)
         return out
 
     y_train = np.asarray(ratings["train"], np.float32).reshape(-1)
@@ -125,9 +140,9 @@ def finetune_last_layer(teacher, features, ratings, steps, learning_rate, batch_
     history = {"step": [], "loss": [], "val_mse": []}
     best = (np.inf, 0, [v.numpy() for v in variables])
     losses, start = [], time.time()
-    for step, (rows, states, mask) in enumerate(
-            _rows_in_batches(caches["train"], order[:steps * batch_size], batch_size), start=1):
-        losses.append(float(train_step(states, mask, y_train[rows])))
+    for step, (rows, context) in enumerate(
+            _context_batches(caches["train"], order[:steps * batch_size], batch_size), start=1):
+        losses.append(float(train_step(context, y_train[rows])))
         if step % eval_every == 0 or step == steps:
             val_mse = float(np.mean((predictions("validation") - y_val) ** 2))
             history["step"].append(step)

@@ -255,6 +255,30 @@ class BertTeacher(LanguageModelTeacher):
         view.head = self.head
         return view
 
+    def fine_tuning_split(self):
+        """What `--lm_finetune=last_layer` trains, and the teacher whose prefix it caches.
+
+        The last transformer layer and the head learn; the layers below stay frozen, so
+        the token states input to the last layer are computed once per example (the
+        prefix of this teacher split at its last layer). The [CLS] row alone runs the
+        last layer (`"query_token"`): it is all the head reads.
+
+        Returns:
+            `(teacher, variables)`: `split_at(num_layers - 1, "query_token")` (sharing
+            this one's weights) and the variables to train.
+
+        Example:
+        ```python
+        teacher = BertTeacher.tiny(num_layers=2)
+        view, variables = teacher.fine_tuning_split()
+        view.injection_layer, len(variables) > 0  # 1, True
+        ```
+        """
+        last = self.backbone.num_layers - 1
+        variables = (self.backbone.transformer_layers[last].trainable_variables
+                     + self.head.trainable_variables)
+        return self.split_at(last, suffix_mode="query_token"), variables
+
     # === Inputs ===
 
     @property

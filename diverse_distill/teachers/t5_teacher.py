@@ -136,6 +136,38 @@ class T5Teacher(LanguageModelTeacher):
         self.cache_cross_attention = bool(cache_cross_attention)
         self.absorb_cross_attention = bool(absorb_cross_attention)
 
+    def fine_tuning_split(self):
+        """What `--lm_finetune=last_layer` trains, and the teacher whose prefix it caches.
+
+        The decoder layers after the first, the decoder's final layer norm and the head
+        learn; the encoder and the first decoder layer stay frozen, so their outputs (this
+        teacher's own prefix, without cross-attention caches, which would change with the
+        trained layers) are computed once per example. The decoder runs one token.
+
+        Returns:
+            `(teacher, variables)`: a `T5Teacher` sharing this one's weights (training it
+            trains this one) and the variables to train.
+
+        Example:
+        ```python
+        teacher = T5Teacher.tiny()
+        view, variables = teacher.fine_tuning_split()
+        view.head is teacher.head, len(variables) > 0  # True, True
+        ```
+        """
+        view = T5Teacher(
+            self.backbone,
+            tokenizer=self.tokenizer,
+            initial_prediction=self.initial_prediction,
+            cache_cross_attention=False,
+            absorb_cross_attention=self.absorb_cross_attention,
+            name=self.name,
+        )
+        view.head = self.head
+        trained = [*self.backbone.decoder_transformer_layers[1:],
+                   self.backbone.decoder_layer_norm, self.head]
+        return view, [v for layer in trained for v in layer.trainable_variables]
+
     # === Constructors ===
 
     @classmethod

@@ -14,6 +14,7 @@ from diverse_distill.pipeline.job_config import LM_FINETUNE_OPTIONS, JobConfig
 from diverse_distill.pipeline.lm_finetune import finetune_last_layer
 from diverse_distill.pipeline.teacher_factory import TeacherStore
 from diverse_distill.teachers.bert_teacher import BertTeacher
+from diverse_distill.teachers.t5_teacher import T5Teacher
 
 SPLITS = ("train", "validation", "test")
 
@@ -121,6 +122,35 @@ def test_last_layer_fine_tuning_trains_only_the_last_layer_and_head_and_is_exact
     assert again["cache_seconds"] == 0.0
 
 
+def test_t5_fine_tunes_the_decoder_after_its_first_layer_exactly(tmp_path):
+    keras.utils.set_random_seed(0)
+    teacher = T5Teacher.tiny(initial_prediction=3.0, name="t5")
+    rng = np.random.default_rng(7)
+
+    def tokens(n, seed):
+        x = ragged_tokens(n, 12, seed=seed)
+        return {"t5_token_ids": x["bert_token_ids"], "t5_padding_mask": x["bert_padding_mask"]}
+
+    features = {"train": tokens(96, 1), "validation": tokens(32, 2)}
+    ratings = {s: rng.uniform(1, 5, 96 if s == "train" else 32).astype("float32")
+               for s in features}
+    backbone = teacher.backbone
+    frozen = [backbone.token_embedding, *backbone.encoder_transformer_layers,
+              backbone.encoder_layer_norm, backbone.decoder_transformer_layers[0]]
+    before = [v.numpy().copy() for layer in frozen for v in layer.weights]
+    trained_before = [v.numpy().copy() for v in backbone.decoder_transformer_layers[1].weights]
+    result = finetune_last_layer(teacher, features, ratings, steps=20, learning_rate=1e-2,
+                                 batch_size=16, eval_every=10, storage_dtype="float32",
+                                 log=print)
+    for old, new in zip(before, [v.numpy() for layer in frozen for v in layer.weights]):
+        np.testing.assert_array_equal(old, new)
+    assert max(np.abs(old - v.numpy()).max() for old, v in
+               zip(trained_before, backbone.decoder_transformer_layers[1].weights)) > 1e-4
+    for split in features:
+        np.testing.assert_allclose(result["predictions"][split],
+                                   np.asarray(teacher(features[split])).reshape(-1), atol=1e-4)
+
+
 def test_lm_finetune_options_and_keys():
     assert LM_FINETUNE_OPTIONS == ("full", "head", "last_layer", "lora")
     with pytest.raises(ValueError, match=r"--lm_finetune must be one of \['full', 'head', "
@@ -153,27 +183,28 @@ def data(tmp_path_factory):
     return load_movielens(movielens_dir=folder, split_seed=42)
 
 
-@pytest.mark.parametrize("finetune", ["last_layer", "lora"])
-def test_teacher_store_fine_tunes_caches_and_records_predictions(data, tmp_path, finetune):
-    config = JobConfig(teachers=("tiny_bert",), lm_finetune=finetune, lm_teacher_steps=40,
+@pytest.mark.parametrize("name, finetune", [("tiny_bert", "last_layer"), ("tiny_bert", "lora"),
+                                            ("tiny_t5", "last_layer")])
+def test_teacher_store_fine_tunes_caches_and_records_predictions(data, tmp_path, name, finetune):
+    config = JobConfig(teachers=(name,), lm_finetune=finetune, lm_teacher_steps=40,
                        lm_learning_rate=1e-3, eval_every=20, batch_size=32,
                        lm_sequence_length=24, cache_dir=str(tmp_path / "cache"),
                        output_dir=str(tmp_path / "out"))
     extra = {split: {} for split in SPLITS}
-    teacher, info = TeacherStore(config, data, extra).get("tiny_bert")
+    teacher, info = TeacherStore(config, data, extra).get(name)
     assert not info["loaded_from_cache"]
-    folder = tmp_path / "cache" / config.teacher_key("tiny_bert")[0]
+    folder = tmp_path / "cache" / config.teacher_key(name)[0]
     stored = np.load(folder / "predictions.npz")
     for split in ("validation", "test"):
         mse = np.mean((stored[split] - getattr(data, split)["rating"]) ** 2)
         assert info[split]["mse"] == pytest.approx(mse, rel=1e-5)
     # The saved weights are the teacher that made those predictions, in a plain teacher.
-    loaded, loaded_info = TeacherStore(config, data, {s: {} for s in SPLITS}).get("tiny_bert")
+    loaded, loaded_info = TeacherStore(config, data, {s: {} for s in SPLITS}).get(name)
     assert loaded_info["loaded_from_cache"]
     np.testing.assert_allclose(  # last_layer predicted from its float16 layer-input cache
         np.asarray(loaded(extra["test"])).reshape(-1), stored["test"],
         atol=1e-4 if finetune == "lora" else 5e-3)
-    inputs = tmp_path / "cache" / config.lm_inputs_key("tiny_bert")
+    inputs = tmp_path / "cache" / config.lm_inputs_key(name)
     assert (inputs / "tokens.npz").exists()
     if finetune == "last_layer":
         assert info["best_epoch"] in (20, 40)
