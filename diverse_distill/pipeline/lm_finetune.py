@@ -92,6 +92,15 @@ def finetune_last_layer(teacher, features, ratings, steps, learning_rate, batch_
     result["predictions"]["validation"].shape  # (64,)
     ```
     """
+    missing = [split for split in ("train", "validation")
+               if split not in features or split not in ratings]
+    if missing:
+        raise ValueError(f"finetune_last_layer needs the features and ratings of the splits "
+                         f"{missing}; got features of {sorted(features)} and ratings of "
+                         f"{sorted(ratings)}.")
+    if steps <= 0 or batch_size <= 0 or eval_every <= 0:
+        raise ValueError(f"steps, batch_size and eval_every must be positive, got {steps}, "
+                         f"{batch_size} and {eval_every}.")
     top, variables = teacher.fine_tuning_split()
     caches, cache_seconds = {}, 0.0
     for split, split_features in features.items():

@@ -61,6 +61,20 @@ def test_trimmed_cache_names_a_missing_mask_feature():
         cache.build(ragged_tokens(4, 8, seed=0))
 
 
+def test_fine_tuning_names_missing_splits_and_bad_steps():
+    teacher = tiny_teacher()
+    x = ragged_tokens(8, 6, seed=0)
+    y = np.full(8, 3.0, "float32")
+    with pytest.raises(ValueError, match=r"needs the features and ratings of the splits "
+                                         r"\['validation'\]; got features of \['train'\]"):
+        finetune_last_layer(teacher, {"train": x}, {"train": y, "validation": y}, steps=1,
+                            learning_rate=1e-3)
+    with pytest.raises(ValueError, match="steps, batch_size and eval_every must be positive, "
+                                         "got 0, 64 and 500"):
+        finetune_last_layer(teacher, {"train": x, "validation": x},
+                            {"train": y, "validation": y}, steps=0, learning_rate=1e-3)
+
+
 def test_split_at_shares_every_weight_and_the_top_split_is_the_unsplit_teacher():
     teacher = tiny_teacher()
     top = teacher.split_at(2, suffix_mode="query_token")
