@@ -29,10 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from diverse_distill.distill.prefix_cache import PrefixCache  # noqa: E402
 from diverse_distill.pipeline.flags import config_from_flags, define_job_flags  # noqa: E402
 from diverse_distill.pipeline.teacher_factory import (  # noqa: E402
-    SPLITS, TeacherStore, predict_split)
-
+    SPLITS, TeacherStore, last_layer_inputs_dir, predict_split, predictions_path)
 
 
 def define_flags():
@@ -93,7 +93,7 @@ def blend_analysis(expert, language, ratings):
 
 def _predictions(store, config, name):
     teacher, info = store.get(name)
-    path = os.path.join(config.cache_dir, config.teacher_key(name)[0], "predictions.npz")
+    path = predictions_path(config, name)
     if os.path.exists(path):
         with np.load(path) as stored:
             return info, {s: stored[s] for s in ("validation", "test")}
@@ -104,14 +104,8 @@ def _predictions(store, config, name):
 def cache_build_seconds(config, name):
     """Seconds the last_layer input caches of `name` took to build, from their markers
     (a trial that found them built reports 0 s of its own)."""
-    folder = os.path.join(config.cache_dir, config.lm_inputs_key(name), "last_layer_inputs")
-    total = 0.0
-    for split in SPLITS:
-        marker = os.path.join(folder, split, "COMPLETE")
-        if os.path.exists(marker):
-            with open(marker) as f:
-                total += float(f.read().split(",")[1].split()[0])
-    return total
+    folder = last_layer_inputs_dir(config, name)
+    return sum(PrefixCache.recorded_seconds(os.path.join(folder, split)) for split in SPLITS)
 
 
 def main(argv):

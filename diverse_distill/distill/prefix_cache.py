@@ -9,6 +9,15 @@ import tensorflow as tf
 STORAGE_DTYPES = ("float32", "float16")
 
 
+def trim_to_longest(arrays, mask):
+    """Cuts every array whose axis 1 is the prompt (the width of `mask`, trailing padding
+    = 0) to the longest row of `mask`; other arrays are returned as they are."""
+    full_length = np.shape(mask)[1]
+    length = max(int(np.asarray(mask, bool).sum(axis=1).max()), 1)
+    return [a[:, :length] if np.ndim(a) >= 2 and np.shape(a)[1] == full_length else a
+            for a in arrays]
+
+
 class PrefixCache:
     """Computes `teacher.prefix(x)` once per example and serves it as features.
 
@@ -102,16 +111,11 @@ class PrefixCache:
             raise ValueError(f"`padding_mask_key` {self.padding_mask_key!r} is not a feature; "
                              f"the features are {sorted(features)}.")
         mask = np.asarray(features[self.padding_mask_key])
-        full_length = mask.shape[1]
-        lengths = np.asarray(mask, bool).sum(axis=1)
-        order = np.argsort(lengths, kind="stable")
+        order = np.argsort(np.asarray(mask, bool).sum(axis=1), kind="stable")
         for begin in range(0, num_rows, batch_size):
             rows = np.sort(order[begin:begin + batch_size])
-            length = max(int(lengths[rows].max()), 1)
-            yield rows, {
-                k: (np.asarray(v[rows])[:, :length]
-                    if np.ndim(v) >= 2 and np.shape(v)[1] == full_length else np.asarray(v[rows]))
-                for k, v in features.items()}
+            yield rows, dict(zip(features, trim_to_longest(
+                [np.asarray(v[rows]) for v in features.values()], mask[rows])))
 
     def build(self, features, batch_size=256, log=None):
         """Runs `compute` (the prefix) over `features` (dict of arrays, one row per example).
@@ -184,6 +188,15 @@ class PrefixCache:
         with open(marker, "w") as f:
             f.write(f"{num_rows} rows, {self.seconds:.1f} s\n")
         return self
+
+    @staticmethod
+    def recorded_seconds(directory):
+        """Seconds the complete cache under `directory` took to build (its marker), or 0."""
+        marker = os.path.join(directory, "COMPLETE")
+        if not os.path.exists(marker):
+            return 0.0
+        with open(marker) as f:
+            return float(f.read().split(",")[1].split()[0])
 
     def features(self):
         """The cached leaves as a dict of arrays, to add to the dataset's features."""

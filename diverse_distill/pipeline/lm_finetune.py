@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from diverse_distill.distill.prefix_cache import PrefixCache
+from diverse_distill.distill.prefix_cache import PrefixCache, trim_to_longest
 
 
 def _context_batches(cache, rows, batch_size):
@@ -42,14 +42,10 @@ def _context_batches(cache, rows, batch_size):
         return
     mask_index = next(i for i, leaf in enumerate(leaves)
                       if leaf.ndim == 2 and np.issubdtype(leaf.dtype, np.integer))
-    full_length = leaves[mask_index].shape[1]
     for begin in range(0, len(rows), batch_size):
         chunk = np.sort(rows[begin:begin + batch_size])
         values = [np.asarray(leaf[chunk]) for leaf in leaves]
-        length = max(int(values[mask_index].astype(bool).sum(axis=1).max()), 1)
-        values = [v[:, :length] if v.ndim >= 2 and v.shape[1] == full_length else v
-                  for v in values]
-        yield chunk, cache.context(dict(zip(cache.keys, values)))
+        yield chunk, cache.context(dict(zip(cache.keys, trim_to_longest(values, values[mask_index]))))
 
 
 def finetune_last_layer(teacher, features, ratings, steps, learning_rate, batch_size=64,
@@ -106,8 +102,7 @@ def finetune_last_layer(teacher, features, ratings, steps, learning_rate, batch_
     for split, split_features in features.items():
         cache = PrefixCache(top, storage_dtype=storage_dtype,
                             directory=os.path.join(cache_dir, split) if cache_dir else None,
-                            padding_mask_key=top.padding_mask_key
-                            if top.prefix_trims_padding else None)
+                            padding_mask_key=top.prefix_padding_mask_key)
         wanted = {k: v for k, v in split_features.items() if k in top.feature_keys}
         if cache_dir:
             cache.open_or_build(wanted, log=log)

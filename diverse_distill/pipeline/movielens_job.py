@@ -197,9 +197,8 @@ class MovieLensJob:
             if isinstance(teacher, MLPTeacher):
                 continue  # nothing before an MLP teacher's injection point
             directory = prefix_cache_dir(c, teacher) if c.prefix_cache == "disk" else None
-            trim = teacher.padding_mask_key if teacher.prefix_trims_padding else None
             cache = PrefixCache(teacher, storage_dtype=c.prefix_cache_dtype, directory=directory,
-                                padding_mask_key=trim)
+                                padding_mask_key=teacher.prefix_padding_mask_key)
             with self._phase(f"prefix_cache_{teacher.name}"):
                 if directory is None:
                     cache.build(extra_features["train"], log=self.log)

@@ -273,6 +273,17 @@ def prefix_cache_dir(config, teacher):
     return os.path.join(config.cache_dir, key, f"prefix_{mode}_{config.prefix_cache_dtype}")
 
 
+def last_layer_inputs_dir(config, name):
+    """Where `--lm_finetune=last_layer` caches language teacher `name`'s frozen-layer
+    states: with its tokens, under a key of the prompts alone (shared by every run)."""
+    return os.path.join(config.cache_dir, config.lm_inputs_key(name), "last_layer_inputs")
+
+
+def predictions_path(config, name):
+    """Where a built language teacher's validation/test predictions are stored."""
+    return os.path.join(config.cache_dir, config.teacher_key(name)[0], "predictions.npz")
+
+
 def output_cache_dir(config, teacher):
     """Where the memory-mapped output cache of a language teacher lives (for the baselines).
 
@@ -316,16 +327,16 @@ class TeacherStore:
         c = self.config
         cache = None
         if c.prefix_cache == "disk":
-            trim = teacher.padding_mask_key if teacher.prefix_trims_padding else None
             cache = PrefixCache(teacher, storage_dtype=c.prefix_cache_dtype,
-                                directory=prefix_cache_dir(c, teacher), padding_mask_key=trim)
+                                directory=prefix_cache_dir(c, teacher),
+                                padding_mask_key=teacher.prefix_padding_mask_key)
             cache.open_or_build(self.extra_features["train"], log=print)
         result = fit_probe_head(teacher, self.data, self.extra_features, train_cache=cache)
         sample = {k: v[:2] for k, v in self.extra_features["validation"].items()}
         teacher(sample, training=False)  # marks the teacher built (for count_params and saving)
         return result
 
-    def _fit_last_layer(self, teacher, inputs_folder):
+    def _fit_last_layer(self, teacher):
         """The last layer's [CLS] path + head on cached inputs of the frozen lower layers;
         the cache lives with the tokens (it does not depend on the training flags)."""
         from diverse_distill.pipeline.lm_finetune import finetune_last_layer
@@ -337,7 +348,7 @@ class TeacherStore:
             {split: getattr(self.data, split)["rating"] for split in ("train", "validation")},
             steps=c.lm_teacher_steps, learning_rate=c.lm_learning_rate,
             batch_size=c.batch_size, eval_every=c.eval_every, seed=c.teacher_seed,
-            cache_dir=os.path.join(inputs_folder, "last_layer_inputs"),
+            cache_dir=last_layer_inputs_dir(c, teacher.name),
         )
         sample = {k: v[:2] for k, v in self.extra_features["validation"].items()}
         teacher(sample, training=False)  # marks the teacher built (for count_params and saving)
@@ -363,8 +374,8 @@ class TeacherStore:
             teacher = _build_language_teacher(name, c, self.data)
             if c.lm_finetune == "lora":
                 teacher.backbone.enable_lora(c.lm_lora_rank)
-            inputs_folder = os.path.join(c.cache_dir, c.lm_inputs_key(name))
-            tokens = cached_language_features(teacher, self.data, c, inputs_folder)
+            tokens = cached_language_features(teacher, self.data, c,
+                                              os.path.join(c.cache_dir, c.lm_inputs_key(name)))
             for split in SPLITS:
                 self.extra_features[split].update(tokens[split])
             trainable, steps = teacher, c.lm_teacher_steps
@@ -394,7 +405,7 @@ class TeacherStore:
         if name not in MLP_TEACHERS and c.lm_finetune == "head":
             history, best_epoch = self._fit_probe(teacher), None
         elif name not in MLP_TEACHERS and c.lm_finetune == "last_layer":
-            history, best_epoch, predictions = self._fit_last_layer(teacher, inputs_folder)
+            history, best_epoch, predictions = self._fit_last_layer(teacher)
         else:
             keras.utils.set_random_seed(c.teacher_seed)
             trainable.compile(optimizer=optimizer, loss="mse")
@@ -421,7 +432,7 @@ class TeacherStore:
                                              predictions[split])
         os.makedirs(folder, exist_ok=True)
         if name not in MLP_TEACHERS:  # what a language teacher predicts costs minutes to redo
-            np.savez(os.path.join(folder, "predictions.npz"),
+            np.savez(predictions_path(c, name),
                      **{split: np.asarray(predictions[split], np.float32)
                         for split in ("validation", "test")})
         # Atomic: a process killed here leaves no half-written cache entry.

@@ -45,6 +45,11 @@ class SplitTeacher(keras.Model):
     # the padding (`padding_mask_key=teacher.padding_mask_key`).
     prefix_trims_padding = False
 
+    @property
+    def prefix_padding_mask_key(self):
+        """The feature a `PrefixCache` trims this teacher's batches by, or `None`."""
+        return self.padding_mask_key if self.prefix_trims_padding else None
+
     def __init__(self, injection_dim, answer_dim, **kwargs):
         super().__init__(**kwargs)
         self.injection_dim = int(injection_dim)
