@@ -28,6 +28,10 @@ import tensorflow as tf
 
 from diverse_distill.distill.prefix_cache import PrefixCache, trim_to_longest
 
+# The storage dtype of the frozen-layer caches `bin/train` builds (its `--prefix_cache_dtype`
+# default, so a distillation split equal to the fine-tuning one reuses them).
+LAST_LAYER_STORAGE_DTYPE = "float16"
+
 
 def _context_batches(cache, rows, batch_size):
     """Yields `(rows, context)` over `rows` of a built `PrefixCache`, each batch trimmed to
@@ -50,7 +54,7 @@ def _context_batches(cache, rows, batch_size):
 
 def finetune_last_layer(teacher, features, ratings, steps, learning_rate, batch_size=64,
                         eval_every=500, cache_dir=None, seed=0, weight_decay=0.01,
-                        storage_dtype="float16", log=print):
+                        storage_dtype=LAST_LAYER_STORAGE_DTYPE, log=print):
     """Fine-tunes the top of `teacher` (see the module docstring); keeps the best on validation.
 
     Args:

@@ -15,6 +15,7 @@ from diverse_distill.models.mlp_recommender import MLPRecommender
 from diverse_distill.pipeline.callbacks import BestStudentWeights, EvaluationHistory, PhaseProgress
 from diverse_distill.pipeline.finite_loss_guard import FiniteLossGuard
 from diverse_distill.pipeline.job_config import MLP_TEACHERS
+from diverse_distill.pipeline.lm_finetune import LAST_LAYER_STORAGE_DTYPE, finetune_last_layer
 from diverse_distill.pipeline.phase_backup import PhaseBackup
 from diverse_distill.pipeline.train_stream import train_stream
 from diverse_distill.teachers.mlp_teacher import MLPTeacher
@@ -69,7 +70,7 @@ def _build_language_teacher(name, config, data):
         return BertTeacher.tiny(vocabulary_size=128, num_layers=2, hidden_dim=32,
                                 max_sequence_length=max(config.lm_sequence_length, 32)
                                 if config.lm_sequence_length else 512,  # 0: from the data
-                                suffix_mode=config.bert_suffix_mode,
+                                suffix_mode=config.bert_suffix_mode, injection_layer=injection,
                                 initial_prediction=mean, name=name)
     raise ValueError(f"Unknown language teacher {name!r}.")
 
@@ -267,7 +268,22 @@ def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbo
 
 
 def prefix_cache_dir(config, teacher):
-    """Where the memory-mapped prefix cache of a language teacher lives."""
+    """Where the memory-mapped prefix cache of a language teacher lives.
+
+    With `--lm_finetune=last_layer`, a teacher split where its fine-tuning split is
+    (same `prefix_spec`; MiniLM at `--bert_injection_layer=5 --bert_suffix_mode=query_token`)
+    has the prefix of the frozen layers that fine-tuning cached over the train split: that
+    cache is reused (its rows are the same examples in the same order; float16 both).
+    """
+    if (config.lm_finetune == "last_layer"
+            and config.prefix_cache_dtype == LAST_LAYER_STORAGE_DTYPE
+            and teacher.prefix_spec is not None
+            and teacher.prefix_spec == teacher.fine_tuning_split()[0].prefix_spec):
+        return os.path.join(last_layer_inputs_dir(config, teacher.name), "train")
+    return _own_prefix_cache_dir(config, teacher)
+
+
+def _own_prefix_cache_dir(config, teacher):
     key, _ = config.teacher_key(teacher.name)
     mode = getattr(teacher, "suffix_mode", "decoder")
     return os.path.join(config.cache_dir, key, f"prefix_{mode}_{config.prefix_cache_dtype}")
@@ -290,8 +306,8 @@ def output_cache_dir(config, teacher):
     The outputs are computed from the teacher's prefix cache (as DiverseDistill
     sees the teacher), so the folder names that cache's suffix mode and dtype.
     """
-    return os.path.join(os.path.dirname(prefix_cache_dir(config, teacher)),
-                        "outputs_from_" + os.path.basename(prefix_cache_dir(config, teacher)))
+    own = _own_prefix_cache_dir(config, teacher)  # the outputs depend on the teacher's weights
+    return os.path.join(os.path.dirname(own), "outputs_from_" + os.path.basename(own))
 
 
 class TeacherStore:
@@ -339,8 +355,6 @@ class TeacherStore:
     def _fit_last_layer(self, teacher):
         """The last layer's [CLS] path + head on cached inputs of the frozen lower layers;
         the cache lives with the tokens (it does not depend on the training flags)."""
-        from diverse_distill.pipeline.lm_finetune import finetune_last_layer
-
         c = self.config
         keras.utils.set_random_seed(c.teacher_seed)
         result = finetune_last_layer(

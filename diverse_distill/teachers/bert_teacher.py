@@ -279,6 +279,18 @@ class BertTeacher(LanguageModelTeacher):
                      + self.head.trainable_variables)
         return self.split_at(last, suffix_mode="query_token"), variables
 
+    @property
+    def prefix_spec(self):
+        """The prefix is the token states input to the layers the suffix runs.
+
+        Example:
+        ```python
+        teacher = BertTeacher.tiny(num_layers=2, injection_layer=1, suffix_mode="query_token")
+        teacher.prefix_spec == teacher.fine_tuning_split()[0].prefix_spec  # True
+        ```
+        """
+        return {"injection_layer": self.injection_layer, "suffix_mode": self.suffix_mode}
+
     # === Inputs ===
 
     @property

@@ -50,6 +50,17 @@ class SplitTeacher(keras.Model):
         """The feature a `PrefixCache` trims this teacher's batches by, or `None`."""
         return self.padding_mask_key if self.prefix_trims_padding else None
 
+    @property
+    def prefix_spec(self):
+        """What `prefix` computes, as a dict, or `None` when it is not described.
+
+        Two teachers over the same weights whose specs are equal (and not `None`) have
+        the same prefix, so one cache of it serves both (`teacher_factory.prefix_cache_dir`
+        reuses the `--lm_finetune=last_layer` cache when the distillation split is the
+        fine-tuning one). `None` here: never shared.
+        """
+        return None
+
     def __init__(self, injection_dim, answer_dim, **kwargs):
         super().__init__(**kwargs)
         self.injection_dim = int(injection_dim)

@@ -7,11 +7,13 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from diverse_distill.data import load_movielens, write_synthetic_ml100k
 from diverse_distill.distill.prefix_cache import PrefixCache
 from diverse_distill.pipeline.job_config import LM_FINETUNE_OPTIONS, JobConfig
 from diverse_distill.pipeline.lm_finetune import finetune_last_layer
+from diverse_distill.pipeline import teacher_factory
 from diverse_distill.pipeline.teacher_factory import TeacherStore
 from diverse_distill.teachers.bert_teacher import BertTeacher
 from diverse_distill.teachers.t5_teacher import T5Teacher
@@ -228,3 +230,36 @@ def test_teacher_store_fine_tunes_caches_and_records_predictions(data, tmp_path,
         lora_weights = [v for v in teacher.backbone.weights if "lora" in v.path]
         assert lora_weights, "enable_lora added no adapter"
     json.dumps(info)  # teacher.json is written from it
+
+
+@pytest.mark.parametrize("suffix_mode, injection_layer, shared", [
+    ("query_token", 1, True),  # the fine-tuning split (tiny_bert has 2 layers)
+    ("query_token", 0, False), ("exact", 1, False)])
+def test_a_distillation_split_equal_to_the_fine_tuning_one_reuses_its_cache(
+        data, tmp_path, suffix_mode, injection_layer, shared):
+    config = JobConfig(teachers=("tiny_bert",), lm_finetune="last_layer", lm_teacher_steps=20,
+                       eval_every=20, batch_size=32, lm_sequence_length=24,
+                       bert_suffix_mode=suffix_mode, bert_injection_layer=injection_layer,
+                       cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "out"))
+    extra = {split: {} for split in SPLITS}
+    teacher, _ = TeacherStore(config, data, extra).get("tiny_bert")
+    assert teacher.injection_layer == injection_layer
+    inputs = os.path.join(teacher_factory.last_layer_inputs_dir(config, "tiny_bert"), "train")
+    directory = teacher_factory.prefix_cache_dir(config, teacher)
+    assert (directory == inputs) == shared
+    # The outputs depend on the fine-tuned weights: always under the teacher's own key.
+    assert teacher_factory.output_cache_dir(config, teacher).startswith(
+        os.path.join(config.cache_dir, config.teacher_key("tiny_bert")[0]))
+    cache = PrefixCache(teacher, storage_dtype=config.prefix_cache_dtype, directory=directory,
+                        padding_mask_key=teacher.prefix_padding_mask_key)
+    cache.open_or_build(extra["train"])
+    assert (cache.seconds == 0.0) == shared  # opened, not rebuilt
+    rows = np.arange(5)
+    cached = cache.context({k: v[rows] for k, v in cache.features().items()})
+    direct = teacher.prefix({k: v[rows] for k, v in extra["train"].items()})
+    real = extra["train"]["tiny_bert_padding_mask"][rows].astype(bool)  # padding is not kept
+    for got, want in zip(tf.nest.flatten(cached), tf.nest.flatten(direct)):
+        got, want = np.asarray(got, "float32"), np.asarray(want, "float32")
+        if got.ndim == 3:
+            got, want = got[real], want[real]
+        np.testing.assert_allclose(got, want, atol=2e-2)
