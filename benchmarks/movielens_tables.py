@@ -107,7 +107,8 @@ flags.DEFINE_list("row_trials", [], "With --search=listed: rows that try only so
                   "the paper's reading and the configuration chosen on MLP-L). Their trial "
                   "folders keep the listed index; tables.md counts the trials they ran.")
 flags.DEFINE_string("quality_json", "", "Also write one entry per (committee, method, "
-                    "protocol) to this file (docs/results/quality.json).")
+                    "protocol) to this file (docs/results/quality.json), keeping its entries "
+                    "of other ones.")
 flags.DEFINE_enum("ablation_protocol", "tuned", ["tuned", "fixed"], "Ablations: 'tuned' "
                   "(each variant tuned like a method, --trials configurations) or 'fixed' (each "
                   "variant runs the full DiverseDistill's chosen configuration on every seed: "
@@ -596,6 +597,16 @@ def quality_entries(rows, seeds):
             if entry not in entries:
                 entries.append(entry)
     return entries
+
+
+def merge_quality_entries(kept, new):
+    """`new` plus the entries of `kept` for other (table, committee, method, protocol): a
+    command that runs some committees adds to docs/results/quality.json, replacing its own."""
+    def ident(e):
+        return e.get("table"), e["committee"], e["method"], e["protocol"]
+
+    replaced = {ident(e) for e in new}
+    return [e for e in kept if ident(e) not in replaced] + list(new)
 
 
 def _pm(stat, scale=1.0, digits=4):
@@ -1109,8 +1120,12 @@ def main(argv):
         f.write(render_markdown(rows, summary))
     plot_grr(rows, os.path.join(output_dir, "tables_grr.png"))
     if FLAGS.quality_json:
+        kept = []
+        if os.path.exists(FLAGS.quality_json):
+            with open(FLAGS.quality_json) as f:
+                kept = json.load(f)
         with open(FLAGS.quality_json, "w") as f:
-            json.dump(quality_entries(rows, seeds), f, indent=1)
+            json.dump(merge_quality_entries(kept, quality_entries(rows, seeds)), f, indent=1)
     print(render_markdown(rows, summary), flush=True)
     print(f"wrote {output_dir}/tables.md, tables.json, tables_grr.png "
           f"({summary['wall_seconds'] / 60:.1f} min)", flush=True)

@@ -260,3 +260,17 @@ def test_row_trials_restrict_a_row_to_listed_indices(tmp_path):
     with pytest.raises(ValueError, match="not among its 6 configurations"):
         module.tune_and_run(unit, None, [0], 6, 0, str(tmp_path), print, search="listed",
                             subset=[0, 6])
+
+
+def test_quality_json_keeps_the_entries_of_other_committees():
+    tables = tables_module()
+    def entry(committee, method, protocol, mse):
+        return {"table": "4", "committee": committee, "method": method, "protocol": protocol,
+                "test_mse": [mse]}
+
+    kept = [entry("mlp_l", "diverse_distill", "best_validation", 0.81),
+            entry("mlp_l+minilm", "diverse_distill", "best_validation", 0.90)]
+    new = [entry("mlp_l+minilm", "diverse_distill", "best_validation", 0.80),
+           entry("mlp_l+minilm", "diverse_distill", "final_step", 0.79)]
+    merged = tables.merge_quality_entries(kept, new)
+    assert merged == [kept[0]] + new
