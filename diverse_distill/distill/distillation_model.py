@@ -1,5 +1,7 @@
 """DiverseDistill: a student learns from a committee of frozen, split teachers."""
 
+import math
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -38,6 +40,11 @@ def _gather_rows(structure, indices):
     return tf.nest.map_structure(lambda t: tf.gather(t, indices), structure)
 
 
+def _rows_mask(indices, num_rows):
+    """float32 `(num_rows,)`: 1.0 at `indices`, 0.0 elsewhere."""
+    return _scatter_rows(tf.ones_like(indices, "float32"), indices, num_rows)
+
+
 def _scatter_rows(values, indices, num_rows):
     """`values` (one row per index) at rows `indices` of zeros with `num_rows` rows."""
     shape = tf.concat([[num_rows], tf.shape(values)[1:]], 0)
@@ -74,7 +81,9 @@ class DistillationModel(StudentDistiller):
     or `L_reg` (and are left out of the normalisation of `ŵ`). A teacher that
     keeps no row of a batch runs on one stand-in row at zero weight. Gathering
     makes shapes data-dependent, so XLA (`jit_compile`) is turned off when a
-    threshold is set.
+    threshold is set. With `keep_fraction=f` instead, teacher k runs on a fixed
+    number of rows, the `⌈f · batch⌉` with its largest `w_k` (ties: the first
+    rows): the shapes are static, so the step compiles under XLA and on TPU.
 
     Logged metrics: `loss` (the sum of all terms), `task_loss`,
     `distill_loss`, `reg_loss`, and per teacher `importance_<name>` (mean w)
@@ -96,6 +105,10 @@ class DistillationModel(StudentDistiller):
         beta: float. Weight of `L_reg`. Defaults to `1.0`.
         importance_threshold: float in [0, 1] or `None`. Defaults to `None`
             (every teacher runs on every row).
+        keep_fraction: float in (0, 1] or `None`. Defaults to `None`. Fixed-size
+            skipping: each teacher runs on its top `⌈keep_fraction · batch⌉`
+            rows by importance. Not with `importance_threshold` or
+            `importance_warmup_steps`.
         importance_warmup_steps: int. Skipping starts after this many
             optimizer steps; before, every teacher runs on every row, so the
             importances can move away from their initial value (a fresh
@@ -152,6 +165,7 @@ class DistillationModel(StudentDistiller):
         alpha=1.0,
         beta=1.0,
         importance_threshold=None,
+        keep_fraction=None,
         importance_warmup_steps=0,
         importance_normalization="sum",
         threshold_on="importance",
@@ -230,6 +244,17 @@ class DistillationModel(StudentDistiller):
                 f"{threshold_on!r}, {len(teachers)} teacher(s)) or be None, "
                 f"got {importance_threshold}."
             )
+        if keep_fraction is not None:
+            if not 0.0 < float(keep_fraction) <= 1.0:
+                raise ValueError(f"`keep_fraction` must lie in (0, 1] or be None, "
+                                 f"got {keep_fraction}.")
+            if importance_threshold is not None or int(importance_warmup_steps):
+                raise ValueError(
+                    "`keep_fraction` (fixed-size skipping) cannot be combined with "
+                    "`importance_threshold` or `importance_warmup_steps`: choose one "
+                    f"skipping rule (got importance_threshold={importance_threshold}, "
+                    f"importance_warmup_steps={importance_warmup_steps})."
+                )
         if importance_normalization not in IMPORTANCE_NORMALIZATIONS:
             raise ValueError(
                 f"`importance_normalization` must be one of {IMPORTANCE_NORMALIZATIONS}, "
@@ -252,6 +277,7 @@ class DistillationModel(StudentDistiller):
                 f"`importance_warmup_steps` must be >= 0, got {importance_warmup_steps}."
             )
         self.importance_warmup_steps = int(importance_warmup_steps)
+        self.keep_fraction = None if keep_fraction is None else float(keep_fraction)
         self.importance_normalization = importance_normalization
         self.threshold_on = threshold_on
         self.importance = importance
@@ -364,7 +390,8 @@ class DistillationModel(StudentDistiller):
             metrics: metrics of the student's prediction (as in Keras).
             module_optimizer: the distillation module's optimizer. Defaults
                 to a fresh optimizer with the student optimizer's config.
-            jit_compile: as in Keras; forced off when skipping is on.
+            jit_compile: as in Keras; forced off when threshold skipping is on
+                (`keep_fraction` compiles).
         """
         if self.importance_threshold is not None:
             if jit_compile is True:
@@ -416,7 +443,11 @@ class DistillationModel(StudentDistiller):
         if self.importance == "uniform":
             importance = ops.ones_like(importance)
         student_hidden = ops.cast(student_hidden, "float32")
-        keep = self.kept(importance)
+        if self.keep_fraction is not None:
+            top_rows = [self._top_rows(importance[:, k]) for k in range(len(self.teachers))]
+            keep = ops.stack([_rows_mask(r, tf.shape(importance)[0]) for r in top_rows], axis=1)
+        else:
+            keep = self.kept(importance)
         if (self.importance_threshold is not None and self.importance_warmup_steps
                 and getattr(self, "optimizer", None) is not None):
             warming_up = self.optimizer.iterations < self.importance_warmup_steps
@@ -436,7 +467,11 @@ class DistillationModel(StudentDistiller):
         prediction_per_sample = tf.zeros_like(task_per_sample)
         reg_per_sample = tf.zeros_like(task_per_sample)
         for k, teacher in enumerate(self.teachers):
-            if self.importance_threshold is None:
+            if self.keep_fraction is not None:
+                answer_k, reg_k, teacher_loss_k = self._teacher_terms_on_rows(
+                    k, teacher, x, y, questions[k], top_rows[k], tf.shape(importance)[0]
+                )
+            elif self.importance_threshold is None:
                 answer_k, reg_k, teacher_loss_k = self._teacher_terms(
                     k, teacher, x, y, questions[k]
                 )
@@ -489,6 +524,10 @@ class DistillationModel(StudentDistiller):
             float32 `(rows, K)`, all ones without a threshold.
         """
         importance = ops.cast(importance, "float32")
+        if self.keep_fraction is not None:
+            num_rows = tf.shape(importance)[0]
+            return ops.stack([_rows_mask(self._top_rows(importance[:, k]), num_rows)
+                              for k in range(importance.shape[1])], axis=1)
         if self.importance_threshold is None:
             return ops.ones_like(importance)
         score = importance
@@ -496,6 +535,20 @@ class DistillationModel(StudentDistiller):
             total = ops.maximum(ops.sum(importance, axis=1, keepdims=True), 1e-12)
             score = len(self.teachers) * importance / total
         return ops.cast(score >= self.importance_threshold, "float32")
+
+    def _top_rows(self, importance_k):
+        """int32 indices of the `⌈keep_fraction · rows⌉` rows with the largest importance.
+
+        The count is a Python int when the batch size is static (XLA needs a constant).
+        """
+        rows = importance_k.shape[0]
+        if rows is not None:
+            count = max(1, min(rows, math.ceil(self.keep_fraction * rows - 1e-9)))
+        else:
+            rows = tf.shape(importance_k)[0]
+            count = tf.clip_by_value(tf.cast(tf.math.ceil(
+                self.keep_fraction * tf.cast(rows, "float32") - 1e-6), "int32"), 1, rows)
+        return tf.math.top_k(importance_k, k=count, sorted=False).indices
 
     def _divergence(self, answer, student_hidden):
         """`D(a_k, h_S)` per row: mean, sum or L2 norm of the difference over the dims."""
@@ -545,6 +598,10 @@ class DistillationModel(StudentDistiller):
         rows = tf.cast(tf.where(keep_k > 0)[:, 0], "int32")
         num_run = tf.minimum(tf.maximum(tf.size(rows), 1), batch_size)
         rows = tf.concat([rows, tf.zeros([1], "int32")], 0)[:num_run]
+        return self._teacher_terms_on_rows(k, teacher, x, y, question, rows, batch_size)
+
+    def _teacher_terms_on_rows(self, k, teacher, x, y, question, rows, batch_size):
+        """`_teacher_terms` on the rows `rows` alone, scattered back (zeros elsewhere)."""
         x_k, y_k, q_k = _gather_rows((x, y, question), rows)
         outputs = self._teacher_terms(k, teacher, x_k, y_k, q_k)
         return tuple(_scatter_rows(t, rows, batch_size) for t in outputs)

@@ -33,6 +33,9 @@ _HELP = {
                      "max_weight=0.8 for aekd, distill_target=hidden for sckd, "
                      "importance=uniform or question=native for diverse_distill); unknown "
                      "keys fail with the list of accepted ones.",
+    "keep_fraction": "Fixed-size skipping: each teacher runs on the ceil(f * batch) rows with its "
+                     "largest importance (static shapes: XLA, TPU); < 0 = off. Not with "
+                     "--importance_threshold.",
     "importance_threshold": "Skip teacher k on rows with importance < tau; < 0 disables skipping.",
     "importance_threshold_on": "What tau is compared with: 'importance' (the raw sigmoid w_k, the "
                                "paper) or 'share' (K * w_k / sum_j w_j; scale-free, see docs/method.md).",

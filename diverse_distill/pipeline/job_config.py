@@ -96,6 +96,7 @@ class JobConfig:
     alpha: float = 0.5
     beta: float = 1.0
     importance_threshold: float = -1.0  # < 0 = no skipping
+    keep_fraction: float = -1.0  # > 0: fixed-size skipping (top rows by importance); < 0 = off
     importance_warmup_steps: int = 1000  # skipping starts after this many steps
     importance_normalization: str = "sum"
     importance_threshold_on: str = "importance"  # "importance" (raw w, the paper) or "share" (K·w/Σw)
@@ -215,11 +216,18 @@ class JobConfig:
             raise ValueError(
                 f"--strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}."
             )
+        if self.keep_fraction >= 0 and not 0 < self.keep_fraction <= 1:
+            raise ValueError(f"--keep_fraction must lie in (0, 1] (or < 0 for no fixed-size "
+                             f"skipping), got {self.keep_fraction}.")
+        if self.keep_fraction > 0 and self.importance_threshold >= 0:
+            raise ValueError("--keep_fraction and --importance_threshold are two skipping "
+                             "rules: pass one of them (the other < 0).")
         if self.strategy == "tpu" and self.importance_threshold >= 0:
             raise ValueError(
                 "--strategy=tpu compiles every step with XLA, which needs static shapes; "
                 "importance skipping (--importance_threshold >= 0) gathers a data-dependent "
-                "number of rows. Pass --importance_threshold=-1 on TPU (docs/distribution.md)."
+                "number of rows. Pass --importance_threshold=-1 on TPU, or skip a fixed number "
+                "of rows with --keep_fraction (docs/distribution.md)."
             )
         if not self.seeds:
             raise ValueError("--seeds is empty.")

@@ -32,6 +32,7 @@ _FLAG_BACKED = {
     "beta": "--beta",
     "teacher_index": "--teacher_index",
     "importance_threshold": "--importance_threshold",
+    "keep_fraction": "--keep_fraction",
     "importance_warmup_steps": "--importance_warmup_steps",
     "importance_normalization": "--importance_normalization",
     "threshold_on": "--importance_threshold_on",
@@ -207,7 +208,10 @@ def method_kwargs(config, seed=None):
     if config.method == "diverse_distill":
         kwargs.update(
             importance_threshold=config.threshold,
-            importance_warmup_steps=config.importance_warmup_steps,
+            keep_fraction=config.keep_fraction if config.keep_fraction > 0 else None,
+            # The warm-up belongs to threshold skipping (fixed-size skipping has none).
+            importance_warmup_steps=config.importance_warmup_steps if config.threshold is not None
+            else 0,
             importance_normalization=config.importance_normalization,
             threshold_on=config.importance_threshold_on,
             embedding_dim=config.question_embedding_dim,

@@ -71,7 +71,17 @@ def np_keep(w, threshold, threshold_on="importance"):
     return (score >= threshold).astype("float32")
 
 
-def np_losses(model, x, y, threshold=None, normalization="sum", threshold_on="importance"):
+def np_top_keep(w, fraction):
+    """Fixed-size skipping: per teacher, 1.0 on the ceil(fraction * rows) largest w."""
+    count = int(np.ceil(fraction * len(w)))
+    keep = np.zeros_like(w)
+    for k in range(w.shape[1]):
+        keep[np.argsort(-w[:, k])[:count], k] = 1.0
+    return keep
+
+
+def np_losses(model, x, y, threshold=None, normalization="sum", threshold_on="importance",
+              keep_fraction=None):
     """METHOD.md Eq. 1-3, computed by hand with numpy."""
     student = model.student
     s = np_representation(student, x)
@@ -79,7 +89,8 @@ def np_losses(model, x, y, threshold=None, normalization="sum", threshold_on="im
     task = ((y_s - y) ** 2)[:, 0]
     questions, w = model.question_augmenter(s)
     w = np.array(w)
-    keep = np_keep(w, threshold, threshold_on)
+    keep = (np_keep(w, threshold, threshold_on) if keep_fraction is None
+            else np_top_keep(w, keep_fraction))
     weights = w * keep
     if normalization == "sum":
         weights = weights / np.maximum(weights.sum(1, keepdims=True), 1e-12)
@@ -330,6 +341,45 @@ class SkippingTest(TestCase):
         self.assertEqual(logs["pass_fraction_t5"], 0.0)
         self.assertEqual(logs["reg_loss"], 0.0)
         self.assertEqual(logs["distill_loss"], 0.0)  # the stand-in row has zero weight
+
+    def test_fixed_size_skipping_runs_the_top_rows_and_matches_numpy(self):
+        x, y = make_data(n=40)
+        student, teachers = make_committee()
+        counting = [CountingTeacher(t.model, name=t.name) for t in teachers]
+        model = DistillationModel(student, counting, keep_fraction=0.3, variant="paper",
+                                  embedding_dim=5, num_components=2, intermediate_dim=0)
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", run_eagerly=True)
+        task, distill, reg, keep = np_losses(model, x, y, keep_fraction=0.3)
+        self.assertAllClose(keep.sum(0), [12, 12])  # ceil(0.3 * 40) rows per teacher
+        self.assertAllClose(np.asarray(model.kept(model.question_augmenter(
+            np_representation(model.student, x))[1])), keep)
+        logs = model.train_on_batch(x, y, return_dict=True)
+        self.assertEqual([t.rows_seen for t in model.teachers], [[12], [12]])
+        self.assertAllClose(logs["distill_loss"], distill, rtol=1e-5)
+        self.assertAllClose(logs["reg_loss"], reg, rtol=1e-5)
+        self.assertAllClose(logs["pass_fraction_mlp_m"], 0.3)
+
+    def test_fixed_size_skipping_compiles_under_xla_to_the_same_step(self):
+        x, y = make_data(n=32)
+        results = []
+        for jit_compile in (False, True):
+            model = make_model(keep_fraction=0.5)
+            model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse",
+                          jit_compile=jit_compile)
+            logs = model.train_on_batch(x, y, return_dict=True)
+            results.append((logs, model.student.get_weights()))
+        (plain, plain_weights), (xla, xla_weights) = results
+        for key in ("task_loss", "distill_loss", "reg_loss", "pass_fraction_mlp_l"):
+            self.assertAllClose(plain[key], xla[key], rtol=1e-5, atol=1e-6)
+        for a, b in zip(plain_weights, xla_weights):
+            self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
+
+    def test_fixed_size_skipping_refuses_bad_fractions_and_a_second_rule(self):
+        for kwargs in ({"keep_fraction": 0.0}, {"keep_fraction": 1.5},
+                       {"keep_fraction": 0.5, "importance_threshold": 0.5},
+                       {"keep_fraction": 0.5, "importance_warmup_steps": 10}):
+            with pytest.raises(ValueError, match="keep_fraction"):
+                make_model(**kwargs)
 
     def test_skipping_refuses_xla(self):
         model = make_model(importance_threshold=0.5)

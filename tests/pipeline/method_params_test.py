@@ -114,7 +114,20 @@ def test_variant_flags_reach_diverse_distill():
                                                                                "label")
 
 
+def test_keep_fraction_reaches_diverse_distill_without_the_threshold_warmup():
+    kwargs = method_kwargs(config(keep_fraction=0.25))
+    assert (kwargs["keep_fraction"], kwargs["importance_threshold"]) == (0.25, None)
+    assert kwargs["importance_warmup_steps"] == 0  # the warm-up is threshold skipping's
+    student, teachers = committee()
+    assert get_method("diverse_distill")(student, teachers, **kwargs).keep_fraction == 0.25
+    threshold = method_kwargs(config(importance_threshold=0.5))
+    assert threshold["keep_fraction"] is None
+    assert threshold["importance_warmup_steps"] == JobConfig.importance_warmup_steps
+
+
 @pytest.mark.parametrize("kwargs,message", [
+    (dict(keep_fraction=1.5), "--keep_fraction must lie in"),
+    (dict(keep_fraction=0.5, importance_threshold=0.5), "two skipping rules"),
     (dict(variant="best"), "--variant must be one of"),
     (dict(distance="l1"), "--distance must be one of"),
     (dict(injection="mix"), "--injection"),
