@@ -72,6 +72,11 @@ flags.DEFINE_integer("sequence_length", 0, "Prompt length in tokens (0: 48, or 1
 flags.DEFINE_integer("num_batches", 2, "Distinct batches cycled through.")
 flags.DEFINE_float("tau", 0.6, "Importance threshold of the skipping rows.")
 flags.DEFINE_float("skip_fraction", 0.5, "Fraction of the LM rows skipped in row (e).")
+flags.DEFINE_float("keep_fraction", 0.5, "Rows each teacher runs in the fixed-size skipping "
+                   "rows (k, kx).")
+flags.DEFINE_integer("injection_layer", -1, "MiniLM: the layer the query-token suffix (f) "
+                     "injects at (-1: the middle; the configs use 5).")
+flags.DEFINE_boolean("xla", True, "Measure the XLA rows (x, kx).")
 flags.DEFINE_list("skip_sweep", ["0", "0.9"], "More skipped fractions for the skipping table.")
 flags.DEFINE_boolean("bf16", True, "Measure the mixed_bfloat16 rows (g).")
 flags.DEFINE_boolean("profile", True, "Time the pieces of a step and the prefix-cache rate "
@@ -110,6 +115,14 @@ DESCRIPTIONS = {
     "e_skip": "(e) cached + skipping, tau={tau}, {skip:.0%} of LM rows skipped",
     "f_cheap_suffix": "(f) cached + {cheap}",
     "b_limit_f": "(b_f) limit of (f): student + cheap-suffix forward",
+    "b_honest": "(b*) honest limit: student step + teachers' suffix forward and backward into "
+                "the question",
+    "b_honest_f": "(b*_f) honest limit of (f): student + cheap-suffix forward and backward into "
+                  "the question",
+    "f_xla": "(x) (f) under XLA (jit_compile=True)",
+    "f_topk": "(k) (f) + fixed-size skipping: each teacher runs its top {keep:.0%} of rows by "
+              "importance (keep_fraction)",
+    "f_topk_xla": "(kx) (k) under XLA",
     "f_projected": "(f_proj) (f) with the MiniLM query token's keys/values projected every step "
                    "(absorb_attention=False)",
     "g_bf16": "(g) (d) under mixed_bfloat16 (teachers, student, augmenters)",
@@ -195,11 +208,12 @@ def build_lm(cfg):
         main = BertTeacher.tiny(num_layers=4, max_sequence_length=max(cfg["sequence_length"], 32),
                                 initial_prediction=3.5, suffix_mode="exact", name="minilm")
         cheap = BertTeacher(main.backbone, initial_prediction=3.5, suffix_mode="query_token",
-                            name="minilm")
+                            injection_layer=cfg["injection_layer"], name="minilm")
     else:
         main = BertTeacher.from_minilm_wheel(initial_prediction=3.5, suffix_mode="exact")
         cheap = BertTeacher(main.backbone, tokenizer=main.tokenizer, initial_prediction=3.5,
-                            suffix_mode="query_token", name="minilm")
+                            suffix_mode="query_token", injection_layer=cfg["injection_layer"],
+                            name="minilm")
     return main, cheap
 
 
@@ -261,8 +275,14 @@ def question_like(representation, width):
     return tf.tile(representation, [1, repeats])[:, :width]
 
 
-def make_limit_model(student, teachers, caches):
-    """Row (b): a student train step plus every teacher's suffix forward, nothing more."""
+def make_limit_model(student, teachers, caches, backward=False):
+    """Row (b): a student train step plus every teacher's suffix forward, nothing more.
+
+    With `backward=True` (row b*, the honest limit): plus each teacher's backward pass into
+    the question (the gradient of its answer and prediction with respect to the question),
+    which DiverseDistill needs to train the question module. The teachers' weights get no
+    gradient, and no augmenter runs.
+    """
     import keras
     import tensorflow as tf
 
@@ -290,9 +310,15 @@ def make_limit_model(student, teachers, caches):
                 cache = caches.get(teacher.name)
                 context = cache.context(x) if cache is not None else teacher.prefix(x)
                 question = question_like(representation, teacher.injection_dim)
-                answer, prediction = teacher.suffix(question, context)
-                checksum += tf.reduce_sum(tf.cast(answer, "float32")) + tf.reduce_sum(
-                    tf.cast(prediction, "float32"))
+                with tf.GradientTape(watch_accessed_variables=False) as question_tape:
+                    if backward:  # (b) records nothing
+                        question_tape.watch(question)
+                    answer, prediction = teacher.suffix(question, context)
+                    total = tf.reduce_sum(tf.cast(answer, "float32")) + tf.reduce_sum(
+                        tf.cast(prediction, "float32"))
+                checksum += total
+                if backward:
+                    checksum += tf.reduce_sum(question_tape.gradient(total, question))
             return {"loss": loss, "teacher_checksum": checksum}
 
     for teacher in teachers:
@@ -303,15 +329,16 @@ def make_limit_model(student, teachers, caches):
     return model
 
 
-def make_distiller(student, teachers, caches, threshold=None):
+def make_distiller(student, teachers, caches, threshold=None, keep_fraction=None,
+                   jit_compile=False):
     import keras
 
     from diverse_distill.distill.distillation_model import DistillationModel
 
     model = DistillationModel(student, teachers, alpha=0.5, beta=1.0,
-                              importance_threshold=threshold, prefix_caches=caches or None,
-                              name="diverse_distill")
-    model.compile(optimizer=keras.optimizers.Adagrad(0.06), loss="mse", jit_compile=False)
+                              importance_threshold=threshold, keep_fraction=keep_fraction,
+                              prefix_caches=caches or None, name="diverse_distill")
+    model.compile(optimizer=keras.optimizers.Adagrad(0.06), loss="mse", jit_compile=jit_compile)
     return model
 
 
@@ -512,7 +539,8 @@ def main(argv):
         return
     wall_start = time.time()
     cfg = dict(QUICK if FLAGS.quick else FULL)
-    cfg.update(lm=FLAGS.lm, quick=FLAGS.quick, num_batches=FLAGS.num_batches)
+    cfg.update(lm=FLAGS.lm, quick=FLAGS.quick, num_batches=FLAGS.num_batches,
+               injection_layer=None if FLAGS.injection_layer < 0 else FLAGS.injection_layer)
     for key in ("repeats", "warmup", "batch_size", "sequence_length"):
         if getattr(FLAGS, key):
             cfg[key] = getattr(FLAGS, key)
@@ -590,6 +618,25 @@ def main(argv):
     rows.append(train_row("b_limit_f",
                           make_limit_model(build_student(cfg), [mlp, lm_cheap], [cache_cheap]),
                           cached_cheap, counter=counters["cheap"]))
+    rows.append(train_row("b_honest", make_limit_model(build_student(cfg), [mlp, lm], [cache],
+                                                       backward=True), cached,
+                          counter=counters["main"]))
+    rows.append(train_row("b_honest_f",
+                          make_limit_model(build_student(cfg), [mlp, lm_cheap], [cache_cheap],
+                                           backward=True), cached_cheap,
+                          counter=counters["cheap"]))
+    if FLAGS.xla:
+        rows.append(train_row("f_xla", make_distiller(build_student(cfg), [mlp, lm_cheap],
+                                                      [cache_cheap], jit_compile=True),
+                              cached_cheap, counter=counters["cheap"]))
+    for name, jit_compile in (("f_topk", False), ("f_topk_xla", True)):
+        if jit_compile and not FLAGS.xla:
+            continue
+        rows.append(train_row(name, make_distiller(build_student(cfg), [mlp, lm_cheap],
+                                                   [cache_cheap], keep_fraction=FLAGS.keep_fraction,
+                                                   jit_compile=jit_compile),
+                              cached_cheap, counter=counters["cheap"],
+                              description=DESCRIPTIONS[name].format(keep=FLAGS.keep_fraction)))
     if FLAGS.lm == "minilm":
         from diverse_distill.teachers.bert_teacher import BertTeacher
 
@@ -649,7 +696,8 @@ def main(argv):
     reference = results["b_limit"]["seconds"]["median"]
     cpu_reference = results["b_limit"]["cpu_seconds"]["median"]
     for name, result in results.items():
-        limit = results["b_limit_f"] if name in ("f_cheap_suffix", "b_limit_f") else None
+        limit = (results["b_limit_f"] if name in ("f_cheap_suffix", "b_limit_f", "b_honest_f")
+                 or name.startswith(("f_topk", "f_xla")) else None)
         result["ratio_to_b"] = result["seconds"]["median"] / reference
         result["cpu_ratio_to_b"] = result["cpu_seconds"]["median"] / cpu_reference
         if limit is not None:
@@ -667,7 +715,14 @@ def main(argv):
         "cpu_c_over_d": ratio("c_naive", "d_cached", "cpu_seconds"),
         "cpu_c_over_f": ratio("c_naive", "f_cheap_suffix", "cpu_seconds"),
         "cpu_f_over_b_f": ratio("f_cheap_suffix", "b_limit_f", "cpu_seconds"),
+        "d_over_b_honest": ratio("d_cached", "b_honest"),
+        "f_over_b_honest_f": ratio("f_cheap_suffix", "b_honest_f"),
+        "cpu_d_over_b_honest": ratio("d_cached", "b_honest", "cpu_seconds"),
+        "cpu_f_over_b_honest_f": ratio("f_cheap_suffix", "b_honest_f", "cpu_seconds"),
     }
+    for name in ("f_xla", "f_topk", "f_topk_xla"):
+        if name in results:
+            summary[f"{name}_over_f"] = ratio(name, "f_cheap_suffix")
     if "d_projected" in results:
         summary["projected_over_d"] = ratio("d_projected", "d_cached")
         summary["cpu_projected_over_d"] = ratio("d_projected", "d_cached", "cpu_seconds")
@@ -853,6 +908,16 @@ def markdown(output):
               f"CPU time: (d)/(b) = {summary['cpu_d_over_b']:.2f}; "
               f"(c)/(d) = {summary['cpu_c_over_d']:.2f}; (c)/(f) = {summary['cpu_c_over_f']:.2f}; "
               f"(f)/(b_f) = {summary['cpu_f_over_b_f']:.2f}."]
+    if "d_over_b_honest" in summary:
+        lines[-1] += (f" Against the honest limit (teacher backward into the question included): "
+                      f"(d)/(b*) = {summary['d_over_b_honest']:.2f}, (f)/(b*_f) = "
+                      f"{summary['f_over_b_honest_f']:.2f} (CPU time "
+                      f"{summary['cpu_d_over_b_honest']:.2f}, "
+                      f"{summary['cpu_f_over_b_honest_f']:.2f}).")
+        others = [f"({n.split('_over')[0]})/(f) = {v:.2f}" for n, v in summary.items()
+                  if n.endswith("_over_f") and n.startswith(("f_xla", "f_topk"))]
+        if others:
+            lines[-1] += " XLA and fixed-size skipping against (f): " + ", ".join(others) + "."
     if "projected_over_d" in summary:
         lines[-1] += (f" Projected T5 cross-attention vs reassociated, (d_proj)/(d): wall "
                       f"{summary['projected_over_d']:.2f}, CPU {summary['cpu_projected_over_d']:.2f}.")

@@ -10,7 +10,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEP_ROWS = ("a_student", "b_limit", "c_naive", "d_cached", "e_skip", "f_cheap_suffix",
-             "b_limit_f", "g_bf16", "skip_00", "skip_90")
+             "b_limit_f", "g_bf16", "skip_00", "skip_90", "b_honest", "b_honest_f", "f_xla",
+             "f_topk", "f_topk_xla")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,9 @@ def test_every_row_has_positive_finite_times(quick_run):
         for key in ("median", "p25", "p75", "min"):
             assert math.isfinite(seconds[key]) and seconds[key] > 0, (name, key, seconds)
         assert math.isfinite(rows[name]["ratio_to_b"]) and rows[name]["ratio_to_b"] > 0
-    for key in ("d_over_b", "c_over_d", "c_over_f", "f_over_b_f", "cpu_d_over_b", "cpu_c_over_d"):
+    for key in ("d_over_b", "c_over_d", "c_over_f", "f_over_b_f", "cpu_d_over_b", "cpu_c_over_d",
+                "d_over_b_honest", "f_over_b_honest_f", "f_xla_over_f", "f_topk_over_f",
+                "f_topk_xla_over_f"):
         value = quick_run["summary"][key]
         assert math.isfinite(value) and value > 0, key
     sizes = quick_run["cache_size_full_train_split"]
@@ -52,7 +55,7 @@ def test_cached_rows_never_run_the_prefix(quick_run):
     assert rows["c_naive"]["prefix_python_calls"] >= 1
     assert rows["c_naive"]["prefix_executions_per_step"] == 1.0
     for name in ("b_limit", "d_cached", "e_skip", "f_cheap_suffix", "b_limit_f", "g_bf16",
-                 "skip_00", "skip_90"):
+                 "skip_00", "skip_90", "b_honest", "b_honest_f", "f_xla", "f_topk", "f_topk_xla"):
         assert rows[name]["prefix_python_calls"] == 0, name  # not even traced into the step
         assert rows[name]["prefix_executions"] == 0, name
 
@@ -64,3 +67,12 @@ def test_skipping_rows_skip_the_asked_fraction(quick_run):
     batch = quick_run["config"]["batch_size"]
     assert abs(rows["skip_90"]["lm_pass_fraction"] - 0.1) <= 1.0 / batch
     assert abs(rows["e_skip"]["lm_pass_fraction"] - 0.6) <= 1.0 / batch
+
+
+def test_fixed_size_skipping_runs_the_asked_fraction_with_and_without_xla(quick_run):
+    rows = quick_run["rows"]
+    batch = quick_run["config"]["batch_size"]
+    expected = math.ceil(0.5 * batch) / batch  # --keep_fraction's default, 0.5
+    for name in ("f_topk", "f_topk_xla"):
+        assert rows[name]["lm_pass_fraction"] == pytest.approx(expected), name
+    assert rows["f_xla"]["lm_pass_fraction"] == 1.0
