@@ -24,11 +24,15 @@ import json
 import math
 import os
 import platform
-import re
 import sys
 import time
 
 from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from benchmarks.doc_blocks import cpu_model, replace_block  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "Tiny BERT, small batches, few repeats (a smoke test).")
@@ -43,7 +47,6 @@ flags.DEFINE_string("output_json", "", "Default benchmarks/results/step_scaling.
 flags.DEFINE_string("output_png", "", "Default docs/step_scaling.png.")
 flags.DEFINE_string("update_doc", "", "A markdown file whose `step_scaling` block is replaced.")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = (("all_rows", None), ("fixed_size_skipping", "keep_fraction"))
 
 
@@ -158,7 +161,7 @@ def main(argv):
     output = {
         "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
+        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
                     "tensorflow": tf.__version__, "keras": keras.__version__},
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "config": {"quick": FLAGS.quick, "sequence_length": length, "injection_layer": injection,
@@ -179,7 +182,7 @@ def main(argv):
     table = markdown(output, os.path.relpath(png_path, os.path.join(REPO, "docs")))
     print(table)
     if FLAGS.update_doc:
-        update_doc(FLAGS.update_doc, table)
+        replace_block(FLAGS.update_doc, "step_scaling", table)
     log(f"wrote {json_path}, {png_path}")
 
 
@@ -231,27 +234,6 @@ def markdown(output, png):
                      + " | ".join(f"{x['ms_median']:.1f}" for x in mine)
                      + f" | {fit['ms_per_teacher']:.1f} | {fit['r_squared']:.3f} |")
     return "\n".join(lines)
-
-
-def update_doc(path, table):
-    begin, end = "<!-- BEGIN step_scaling -->", "<!-- END step_scaling -->"
-    text = open(path).read() if os.path.exists(path) else ""
-    block = f"{begin}\n{table}\n{end}"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import resource
 import socket
 import sys
@@ -93,6 +92,8 @@ flags.DEFINE_string("update_doc", "", "A markdown file whose `step_time <lm>` bl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from benchmarks.doc_blocks import cpu_model, replace_block  # noqa: E402
 
 FULL = dict(users=944, movies=1643, id_dim=768, teacher_units=(1024, 512),
             student_units=(128, 64), batch_size=64, sequence_length=48, repeats=20, warmup=2,
@@ -535,7 +536,7 @@ def main(argv):
         table = markdown(output)
         print(table)
         if FLAGS.update_doc:
-            update_doc(FLAGS.update_doc, output["config"]["lm"], table)
+            replace_block(FLAGS.update_doc, f"step_time {output['config']['lm']}", table)
         return
     wall_start = time.time()
     cfg = dict(QUICK if FLAGS.quick else FULL)
@@ -777,7 +778,7 @@ def main(argv):
     table = markdown(output)
     print(table)
     if FLAGS.update_doc:
-        update_doc(FLAGS.update_doc, FLAGS.lm, table)
+        replace_block(FLAGS.update_doc, f"step_time {FLAGS.lm}", table)
     log(f"wrote {path} (VmHWM {hwm:.0f} MiB)")
 
 
@@ -841,17 +842,6 @@ def profile_rows(cfg, mlp, lm, lm_cheap, cache, cache_cheap, plain, cached, cach
         make("p_context_cast_cheap", context_only(cache_cheap), cached_cheap,
              "rebuild the cheap-suffix cached context (float16 -> float32)"),
     ]
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def markdown(output):
@@ -946,16 +936,6 @@ def markdown(output):
                            for shape in s["leaf_shapes_per_row"])
         lines.append(f"| {label} | {shapes} | {s['gib']['float16']:.2f} | {s['gib']['float32']:.2f} |")
     return "\n".join(lines)
-
-
-def update_doc(path, lm, table):
-    begin, end = f"<!-- BEGIN step_time {lm} -->", f"<!-- END step_time {lm} -->"
-    text = open(path).read() if os.path.exists(path) else ""
-    block = f"{begin}\n{table}\n{end}"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(text)
 
 
 if __name__ == "__main__":
