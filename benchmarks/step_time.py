@@ -36,8 +36,10 @@ plus a profile of the pieces (prefix forward, suffix forward, suffix
 forward+backward into the question), the rate of a prefix-cache build
 (rows/s) and the size of a full ML-100K train-split cache (from shapes).
 Every train step is one `train_on_batch` on in-memory tensors, XLA off (as
-`compile(jit_compile="auto")` resolves on CPU and as skipping needs), op
-determinism on (as `bin/train --deterministic`, its default).
+`compile(jit_compile="auto")` resolves on CPU and as skipping needs) except in
+the rows (x) and (kx), op determinism on (as `bin/train --deterministic`, its
+default). Keras compiles nothing with XLA under op determinism, so the XLA rows
+run only with `--nodeterministic` (each row's JSON says what Keras resolved).
 Times: wall (`perf_counter`) and CPU (`process_time`, all threads) per step.
 Peak memory: the process's peak resident set size during the step
 (`VmHWM` of /proc/self/status, reset before the step through
@@ -447,6 +449,8 @@ class Row:
             out["prefix_executions_per_step"] = self.prefix_executions / self.steps_run
         if self.lm_pass_fractions:
             out["lm_pass_fraction"] = float(np.mean(self.lm_pass_fractions))
+        if getattr(self, "jit_compile", None) is not None:
+            out["jit_compile"] = self.jit_compile
         return out
 
 
@@ -548,6 +552,8 @@ def main(argv):
     profile = FLAGS.profile and (not FLAGS.quick or FLAGS["profile"].present)
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
+    # Keras compiles nothing with XLA under op determinism (it falls back silently).
+    xla = FLAGS.xla and not FLAGS.deterministic
     log = lambda message: print(f"[{time.time() - wall_start:6.1f} s] {message}", flush=True)
     load_start = load_average()
     log(f"step_time --lm={FLAGS.lm} quick={FLAGS.quick} load {load_start}")
@@ -576,6 +582,7 @@ def main(argv):
                   counter=counter)
         row.input_mib = sum(int(np.prod(v.shape)) * v.dtype.size
                             for v in batches[0][0].values()) / 2**20
+        row.jit_compile = bool(getattr(model, "jit_compile", False))  # what Keras resolved
         return row
 
     cheap_label = ('suffix_mode="query_token"' if FLAGS.lm == "minilm"
@@ -626,12 +633,15 @@ def main(argv):
                           make_limit_model(build_student(cfg), [mlp, lm_cheap], [cache_cheap],
                                            backward=True), cached_cheap,
                           counter=counters["cheap"]))
-    if FLAGS.xla:
+    if FLAGS.xla and not xla:
+        log("XLA rows (x, kx) skipped: Keras turns jit_compile off under op determinism; "
+            "pass --nodeterministic to measure them")
+    if xla:
         rows.append(train_row("f_xla", make_distiller(build_student(cfg), [mlp, lm_cheap],
                                                       [cache_cheap], jit_compile=True),
                               cached_cheap, counter=counters["cheap"]))
     for name, jit_compile in (("f_topk", False), ("f_topk_xla", True)):
-        if jit_compile and not FLAGS.xla:
+        if jit_compile and not xla:
             continue
         rows.append(train_row(name, make_distiller(build_student(cfg), [mlp, lm_cheap],
                                                    [cache_cheap], keep_fraction=FLAGS.keep_fraction,

@@ -21,6 +21,7 @@ def quick_run(tmp_path_factory):
     # A subprocess: the benchmark sets op determinism and dtype policies globally.
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "step_time.py"), "--quick", "--lm=t5",
+         "--nodeterministic",  # else Keras turns the XLA rows' jit_compile off
          f"--output_json={path}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -76,3 +77,5 @@ def test_fixed_size_skipping_runs_the_asked_fraction_with_and_without_xla(quick_
     for name in ("f_topk", "f_topk_xla"):
         assert rows[name]["lm_pass_fraction"] == pytest.approx(expected), name
     assert rows["f_xla"]["lm_pass_fraction"] == 1.0
+    assert rows["f_xla"]["jit_compile"] and rows["f_topk_xla"]["jit_compile"]
+    assert not rows["f_topk"]["jit_compile"] and not rows["d_cached"]["jit_compile"]
