@@ -26,7 +26,7 @@ from diverse_distill.export import export_student
 from diverse_distill.layers import AnswerAugmenter, QuestionAugmenter
 from diverse_distill.metrics import gap_recovery_rate, regression_metrics
 from diverse_distill.models import MLPRecommender
-from diverse_distill.students import KerasStudent, MLPStudent, Student
+from diverse_distill.students import KerasStudent, MLPStudent, Student, ViTStudent
 from diverse_distill.distill.prefix_cache import PrefixCache
 from diverse_distill.teachers import (
     BertTeacher,
@@ -34,6 +34,7 @@ from diverse_distill.teachers import (
     MLPTeacher,
     SplitTeacher,
     T5Teacher,
+    ViTTeacher,
 )
 
 __version__ = "0.1.0"
@@ -52,6 +53,8 @@ __all__ = [
     "SplitTeacher",
     "Student",
     "T5Teacher",
+    "ViTStudent",
+    "ViTTeacher",
     "export_student",
     "gap_recovery_rate",
     "regression_metrics",

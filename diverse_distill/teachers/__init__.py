@@ -6,6 +6,7 @@ from diverse_distill.teachers.language_model_teacher import LanguageModelTeacher
 from diverse_distill.teachers.mlp_teacher import MLPTeacher
 from diverse_distill.teachers.split_teacher import SplitTeacher
 from diverse_distill.teachers.t5_teacher import T5Teacher
+from diverse_distill.teachers.vit_teacher import ViTTeacher
 
 __all__ = [
     "BertTeacher",
@@ -14,4 +15,5 @@ __all__ = [
     "MLPTeacher",
     "SplitTeacher",
     "T5Teacher",
+    "ViTTeacher",
 ]

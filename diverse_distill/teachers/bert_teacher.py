@@ -4,7 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from diverse_distill.teachers.folded_attention import folded_read, folded_scores
+from diverse_distill.teachers.folded_attention import query_token_attention
 from diverse_distill.teachers.language_model_teacher import LanguageModelTeacher
 
 SUFFIX_MODES = ("exact", "query_token")
@@ -480,7 +480,7 @@ class BertTeacher(LanguageModelTeacher):
 
         Calls the layer's own sub-layers in `TransformerEncoder.call`'s
         order; keys/values are `[query; own_states[:, 1:]]` (folded into
-        the query by `_query_token_attention` when `absorb_attention`).
+        the query by `folded_attention.query_token_attention` when `absorb_attention`).
         """
         context = own_states[:, CLS_INDEX + 1 :, :]
         residual = query
@@ -488,7 +488,7 @@ class BertTeacher(LanguageModelTeacher):
             query = layer._self_attention_layer_norm(query)
             context = layer._self_attention_layer_norm(context)
         if self.absorb_attention:
-            hidden = _query_token_attention(
+            hidden = query_token_attention(
                 layer._self_attention_layer, query, context, attention_mask,
                 training,
             )
@@ -524,64 +524,3 @@ class BertTeacher(LanguageModelTeacher):
             "suffix_mode": self.suffix_mode,
             "absorb_attention": self.absorb_attention,
         }
-
-
-def _query_token_attention(attention, query, context, attention_mask, training):
-    """`attention(query, value=[query; context])` for a single query token.
-
-    Equal (up to float rounding) to calling the KerasHub
-    `CachedMultiHeadAttention` layer `attention` on the concatenation, but
-    the context tokens are never projected to keys and values: both are
-    linear in the token, so per head `q . (W_k x + b_k) = (W_k q) . x +
-    q . b_k` and `sum_t a_t (W_v x_t + b_v) = W_v (sum_t a_t x_t) + b_v
-    sum_t a_t`. The context enters through two `(heads, hidden)` products
-    per example instead of two `(tokens, hidden) x (hidden, hidden)`
-    projections, and no gradient is formed for its rows: for MiniLM (47
-    context tokens, 12 heads of 32) about 30x fewer flops per layer.
-
-    Args:
-        attention: the layer's `_self_attention_layer` (its projections,
-            masked softmax and attention dropout are called, not copied).
-        query: `(batch, 1, hidden_dim)`, the query token's state.
-        context: `(batch, tokens, hidden_dim)`, the other tokens' states
-            (constant: the cached teacher's own).
-        attention_mask: `(batch, 1, 1 + tokens)`, 1 where attended.
-        training: bool, for the attention dropout.
-
-    Returns:
-        `(batch, 1, hidden_dim)`, the attention layer's output.
-    """
-    query_heads = attention._query_dense(query)[:, 0]  # (batch, heads, head_dim)
-    dtype = query_heads.dtype
-    query_heads = query_heads * ops.cast(attention._inverse_sqrt_key_dim, dtype)
-    key_dense, value_dense = attention._key_dense, attention._value_dense
-
-    # Scores of the query token against itself and against the context.
-    own_key = key_dense(query)[:, 0]
-    own_score = ops.sum(query_heads * own_key, axis=-1)[..., None]
-    context_scores = folded_scores(query_heads, key_dense.kernel, context)
-    if key_dense.bias is not None:
-        context_scores = context_scores + ops.einsum(
-            "bhd,hd->bh", query_heads, ops.cast(key_dense.bias, dtype)
-        )[..., None]
-    scores = ops.concatenate([own_score, context_scores], axis=-1)
-    probabilities = attention._masked_softmax(
-        scores[:, :, None, :], attention_mask
-    )
-    if attention._dropout > 0.0:
-        probabilities = attention._dropout_layer(
-            probabilities, training=training
-        )
-    probabilities = probabilities[:, :, 0, :]  # (batch, heads, 1 + tokens)
-    own_probability = probabilities[..., :1]
-    context_probabilities = probabilities[..., 1:]
-
-    # Values: the query token's own, and the projected mix of the context.
-    output = own_probability * value_dense(query)[:, 0] + folded_read(
-        context_probabilities, context, value_dense.kernel
-    )
-    if value_dense.bias is not None:
-        output = output + ops.sum(
-            context_probabilities, axis=-1, keepdims=True
-        ) * ops.cast(value_dense.bias, dtype)
-    return attention._output_dense(output[:, None])

@@ -124,14 +124,14 @@ class BertTeacherTest(TestCase, parameterized.TestCase):
         # The folded attention never projects the context tokens; it must give
         # what the layer's own attention gives on [question; context], with
         # padding, in value and in gradient.
-        from diverse_distill.teachers.bert_teacher import _query_token_attention
+        from diverse_distill.teachers.folded_attention import query_token_attention
 
         attention = self.backbone.transformer_layers[2]._self_attention_layer
         context = self.rng.normal(size=(BATCH, SEQUENCE_LENGTH - 1, HIDDEN_DIM)).astype("float32")
         mask = self.x["bert_padding_mask"][:, None, :]
         query = tf.Variable(self.question[:, None, :])
         with tf.GradientTape(persistent=True) as tape:
-            folded = _query_token_attention(attention, query, context, mask, False)
+            folded = query_token_attention(attention, query, context, mask, False)
             reference = attention(
                 query=query, value=tf.concat([query, context], axis=1),
                 attention_mask=mask, training=False,
@@ -149,7 +149,7 @@ class BertTeacherTest(TestCase, parameterized.TestCase):
         changed = context.copy()
         changed[1, -4:] += 10.0
         self.assertAllClose(
-            _query_token_attention(attention, query, changed, mask, False), folded,
+            query_token_attention(attention, query, changed, mask, False), folded,
             atol=ATOL, rtol=0,
         )
 
