@@ -8,7 +8,6 @@ import tensorflow as tf
 from diverse_distill.baselines.baseline_distiller import (
     BaselineDistiller,
     all_reduce_sum,
-    squared_error,
 )
 from diverse_distill.baselines.registry import register_method
 from diverse_distill.distill.losses import global_mean
@@ -226,7 +225,7 @@ class AdaptiveEnsembleDistillation(BaselineDistiller):
         output = tf.stop_gradient(prediction)
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(output)
-            losses = [global_mean(squared_error(output, t), sample_weight) for t in targets]
+            losses = [global_mean(self.soft_target_fn(t, output), sample_weight) for t in targets]
         gradients = tf.stack([tf.reshape(tape.gradient(l, output), [-1]) for l in losses])
         del tape
         gram = all_reduce_sum(tf.matmul(gradients, gradients, transpose_b=True))
@@ -237,7 +236,7 @@ class AdaptiveEnsembleDistillation(BaselineDistiller):
         targets = [self.teacher_prediction(t, x, like=prediction) for t in self.teachers]
         weights = self.ensemble_weights(prediction, targets, sample_weight)
         distill = tf.add_n(
-            [weights[k] * squared_error(prediction, t) for k, t in enumerate(targets)]
+            [weights[k] * self.soft_target_fn(t, prediction) for k, t in enumerate(targets)]
         )
         stats = {f"teacher_weight_{name}": weights[k] for k, name in enumerate(self.teacher_names)}
         return distill, {}, stats

@@ -127,7 +127,7 @@ class AdaptiveMultiTeacherMultiLevelDistillation(BaselineDistiller):
             w_k = weights[:, k]
             target += ops.reshape(w_k, (-1,) + (1,) * (len(prediction.shape) - 1)) * teacher_pred
             hint += w_k * squared_error(self.hint_projectors[k](hidden), teacher_hidden)
-        logit = squared_error(prediction, target)
+        logit = self.soft_target_fn(target, prediction)
         stats = {
             f"teacher_weight_{name}": weights[:, k] for k, name in enumerate(self.teacher_names)
         }

@@ -6,7 +6,6 @@ from keras import ops
 from diverse_distill.baselines.baseline_distiller import (
     BaselineDistiller,
     all_reduce_sum,
-    squared_error,
 )
 from diverse_distill.baselines.registry import register_method
 from diverse_distill.distill.losses import global_mean
@@ -167,7 +166,7 @@ class StochasticTeacherDistillation(BaselineDistiller):
         ]
         target = tf.switch_case(index, branches) if len(branches) > 1 else branches[0]()
         stats = {"selected_index": index}
-        return squared_error(prediction, target), {}, stats
+        return self.soft_target_fn(target, prediction), {}, stats
 
     def after_update(self, x, y, sample_weight, losses):
         index = losses["stats"].pop("selected_index")

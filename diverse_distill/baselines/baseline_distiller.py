@@ -4,7 +4,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from diverse_distill.distill.losses import global_mean, num_replicas, per_sample_loss_fn
+from diverse_distill.distill.losses import (
+    global_mean,
+    num_replicas,
+    per_sample_loss_fn,
+    soft_target_loss_fn,
+)
 from diverse_distill.distill.student_distiller import StudentDistiller
 from diverse_distill.students.student import student_features, validate_student
 
@@ -23,12 +28,7 @@ def all_reduce_sum(values):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
 
 
-def squared_error(a, b):
-    """Per-sample mean squared difference over every non-batch axis: (batch,)."""
-    diff = ops.square(ops.cast(a, "float32") - ops.cast(b, "float32"))
-    while len(diff.shape) > 1:
-        diff = ops.mean(diff, axis=-1)
-    return diff
+squared_error = soft_target_loss_fn("mse")  # (a, b) -> (batch,): mean over non-batch axes
 
 
 def dense_gradients(gradients, variables):
@@ -267,6 +267,8 @@ class BaselineDistiller(StudentDistiller):
             )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.task_loss_fn = per_sample_loss_fn(loss)
+        # Predictions against soft targets: squared error, or KL for a classification loss.
+        self.soft_target_fn = soft_target_loss_fn(loss)
         # Build the optimizer here on its explicit variables: building inside
         # the replicated train step fails under tf.distribute.
         self.optimizer.build(self.trained_variables)

@@ -3,7 +3,6 @@
 from diverse_distill.baselines.baseline_distiller import (
     BaselineDistiller,
     select_single_teacher,
-    squared_error,
 )
 from diverse_distill.baselines.registry import register_method
 
@@ -65,4 +64,4 @@ class LogitDistillation(BaselineDistiller):
     def distillation_terms(self, x, y, student, sample_weight=None, training=True):
         prediction = student["prediction"]
         target = self.teacher_prediction(self.teacher, x, like=prediction)
-        return squared_error(prediction, target), {}, {}
+        return self.soft_target_fn(target, prediction), {}, {}

@@ -2,7 +2,7 @@
 
 from keras import ops
 
-from diverse_distill.baselines.baseline_distiller import BaselineDistiller, squared_error
+from diverse_distill.baselines.baseline_distiller import BaselineDistiller
 from diverse_distill.baselines.registry import register_method
 
 
@@ -64,4 +64,4 @@ class MultiTeacherDistillation(BaselineDistiller):
 
     def distillation_terms(self, x, y, student, sample_weight=None, training=True):
         prediction = student["prediction"]
-        return squared_error(prediction, self.soft_target(x, like=prediction)), {}, {}
+        return self.soft_target_fn(self.soft_target(x, like=prediction), prediction), {}, {}

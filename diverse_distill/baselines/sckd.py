@@ -129,7 +129,7 @@ class StudentCustomizedDistillation(BaselineDistiller):
             return squared_error(self.projector(student["hidden"]), teacher_hidden), {}, {}
         prediction = student["prediction"]
         target = self.teacher_prediction(self.teacher, x, like=prediction)
-        return squared_error(prediction, target), {}, {}
+        return self.soft_target_fn(target, prediction), {}, {}
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -6,7 +6,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from diverse_distill.distill.losses import global_mean, num_replicas, per_sample_loss_fn
+from diverse_distill.distill.losses import (
+    global_mean,
+    num_replicas,
+    per_sample_loss_fn,
+    soft_target_loss_fn,
+)
 from diverse_distill.distill.student_distiller import StudentDistiller
 from diverse_distill.layers.answer_augmenter import AnswerAugmenter
 from diverse_distill.layers.question_augmenter import QuestionAugmenter
@@ -402,6 +407,9 @@ class DistillationModel(StudentDistiller):
             jit_compile = False
         super().compile(optimizer=optimizer, metrics=metrics, jit_compile=jit_compile, **kwargs)
         self.task_loss_fn = per_sample_loss_fn(loss)
+        # Predictions against soft targets (the teacher's, head_S(a_k)): the squared error,
+        # or the KL of the class distributions for a classification loss.
+        self.soft_target_fn = soft_target_loss_fn(loss)
         self._loss_config = loss
         if module_optimizer is None:
             module_optimizer = self.optimizer.__class__.from_config(self.optimizer.get_config())
@@ -494,7 +502,7 @@ class DistillationModel(StudentDistiller):
             )
             if self.prediction_weight:
                 target = ops.stop_gradient(ops.cast(self.student.head(answer_k), "float32"))
-                prediction_per_sample += distill_weights[:, k] * self.task_loss_fn(
+                prediction_per_sample += distill_weights[:, k] * self.soft_target_fn(
                     target, y_pred
                 )
 
@@ -581,7 +589,7 @@ class DistillationModel(StudentDistiller):
         if self.answer_target in ("label", "both"):
             regularizer += self.task_loss_fn(y, answer_pred)
         if self.answer_target in ("teacher", "both"):
-            regularizer += self.task_loss_fn(ops.stop_gradient(teacher_pred), answer_pred)
+            regularizer += self.soft_target_fn(ops.stop_gradient(teacher_pred), answer_pred)
         return answer, regularizer, teacher_loss
 
     def _teacher_terms_on_kept_rows(self, k, teacher, x, y, question, keep_k):
