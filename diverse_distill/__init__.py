@@ -30,6 +30,7 @@ from diverse_distill.students import KerasStudent, MLPStudent, Student, ViTStude
 from diverse_distill.distill.prefix_cache import PrefixCache
 from diverse_distill.teachers import (
     BertTeacher,
+    CLIPTeacher,
     KerasTeacher,
     MLPTeacher,
     SplitTeacher,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AnswerAugmenter",
     "BertTeacher",
+    "CLIPTeacher",
     "DistillationModel",
     "KerasStudent",
     "KerasTeacher",
