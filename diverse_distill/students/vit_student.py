@@ -4,13 +4,8 @@ import keras
 import keras_hub
 
 from diverse_distill.students.student import Student
-from diverse_distill.teachers.vit_teacher import (
-    CLS_INDEX,
-    EMBEDDING_LAYER,
-    ENCODER_LAYER,
-    IMAGES_KEY,
-    read_images,
-)
+from diverse_distill.teachers.class_token_teacher import CLS_INDEX, IMAGES_KEY, read_images
+from diverse_distill.teachers.vit_teacher import EMBEDDING_LAYER, ENCODER_LAYER
 
 
 @keras.saving.register_keras_serializable(package="diverse_distill")

@@ -1,37 +1,17 @@
 """A KerasHub CLIP model as a zero-shot image classifier and split teacher."""
 
-import operator
-
 import keras
 import keras_hub
 import numpy as np
 from keras import ops
 
-from diverse_distill.teachers.folded_attention import query_token_attention
+from diverse_distill.teachers.class_token_teacher import ClassTokenTransformerTeacher
 from diverse_distill.teachers.presets import check_preset_is_local
-from diverse_distill.teachers.split_teacher import SplitTeacher
-from diverse_distill.teachers.vit_teacher import IMAGES_KEY, SUFFIX_MODES, _lists, read_images
 
-CLS_INDEX = 0
 # OpenAI's CLIP zero-shot prompt (one of its 80 ImageNet templates).
 DEFAULT_TEMPLATE = "a photo of a {label}."
 # Class prompts run through the text tower this many at a time, once.
 TEXT_BATCH_SIZE = 256
-
-
-def _check_injection_layer(injection_layer, num_layers):
-    """`injection_layer` as an int in `[0, num_layers)`, or one `ValueError`."""
-    try:
-        index = operator.index(injection_layer)
-    except TypeError:
-        index = None
-    if index is None or not 0 <= index < num_layers:
-        raise ValueError(
-            f"`injection_layer` must be in [0, {num_layers - 1}] (the vision encoder "
-            "layer whose class-token input the question replaces; the vision tower has "
-            f"{num_layers} layers). Received: injection_layer={injection_layer}"
-        )
-    return int(index)
 
 
 def tokenize_class_prompts(
@@ -82,7 +62,7 @@ def tokenize_class_prompts(
 
 
 @keras.saving.register_keras_serializable(package="diverse_distill")
-class CLIPTeacher(SplitTeacher):
+class CLIPTeacher(ClassTokenTransformerTeacher):
     """A KerasHub CLIP model as a zero-shot classifier, split in its image tower.
 
     The teacher classifies an image *zero-shot*, as CLIP does: the image tower
@@ -128,7 +108,9 @@ class CLIPTeacher(SplitTeacher):
 
     `states_j` is `(batch, 1 + num_patches, hidden_dim)`, CLS row included; every
     context leaf has the batch first, and the context is wrapped in
-    `stop_gradient`. `prefix`/`suffix` call the vision encoder's own sub-layers
+    `stop_gradient`. `prefix`, `native_question` and `suffix` are
+    `ClassTokenTransformerTeacher`'s (shared with `ViTTeacher`); they call the
+    vision encoder's own sub-layers
     (`embedding`, `pre_layer_norm`, `encoder_layers`, `layer_norm`, and inside a
     layer its `layer_norm_1`, `attention`, `layer_norm_2`, `dense_1`,
     `activation`, `dense_2`) and the backbone's `vision_projection` and
@@ -174,10 +156,10 @@ class CLIPTeacher(SplitTeacher):
     Example:
     ```python
     teacher = CLIPTeacher.tiny(num_layers=4, suffix_mode="query_token")
-    x = {"images": np.random.rand(2, 8, 8, 3).astype("float32")}
-    context = teacher.prefix(x)
-    hidden, logits = teacher.suffix(np.random.randn(2, 16), context)
-    hidden.shape, logits.shape, teacher(x).shape  # (2, 12), (2, 3), (2, 3)
+    images = np.random.rand(2, 8, 8, 3).astype("float32")  # as CLIPImageConverter gives
+    # `answer(x, question)` is `suffix(question, prefix(x))`.
+    embedding, logits = teacher.answer({"images": images}, np.random.randn(2, 16))
+    embedding.shape, logits.shape, teacher.class_embeddings.shape  # (2, 12), (2, 3), (3, 12)
     ```
 
     Reference:
@@ -185,8 +167,8 @@ class CLIPTeacher(SplitTeacher):
         Language Supervision"; DiverseDistill paper Sec. 4.1 (middle-layer [CLS]).
     """
 
-    images_key = IMAGES_KEY
     preset_example = "clip_vit_base_patch32"
+    layer_noun = "vision layer"
 
     def __init__(
         self,
@@ -206,15 +188,17 @@ class CLIPTeacher(SplitTeacher):
                 "`backbone` must be a `keras_hub.models.CLIPBackbone`. Received: "
                 f"{type(backbone).__name__}"
             )
-        num_layers = backbone.vision_encoder.num_layers
-        if injection_layer is None:
-            injection_layer = num_layers // 2
-        injection_layer = _check_injection_layer(injection_layer, num_layers)
-        if suffix_mode not in SUFFIX_MODES:
-            raise ValueError(
-                f"`suffix_mode` must be one of {SUFFIX_MODES}. Received: "
-                f"suffix_mode={suffix_mode!r}"
-            )
+        super().__init__(
+            backbone,
+            num_layers=backbone.vision_encoder.num_layers,
+            injection_dim=backbone.vision_encoder.hidden_dim,
+            answer_dim=backbone.projection_dim,
+            injection_layer=injection_layer,
+            suffix_mode=suffix_mode,
+            absorb_attention=absorb_attention,
+            name=name,
+            **kwargs,
+        )
         if class_names is not None:
             class_names = [str(label) for label in class_names]
         if class_token_ids is None:
@@ -241,21 +225,11 @@ class CLIPTeacher(SplitTeacher):
                 f"Got {len(class_names)} `class_names` for {len(class_token_ids)} "
                 "rows of `class_token_ids`."
             )
-        super().__init__(
-            injection_dim=backbone.vision_encoder.hidden_dim,
-            answer_dim=backbone.projection_dim,
-            name=name,
-            **kwargs,
-        )
         # === Config ===
         self.class_token_ids = class_token_ids
         self.class_names = class_names
         self.template = str(template)
-        self.injection_layer = injection_layer
-        self.suffix_mode = suffix_mode
-        self.absorb_attention = bool(absorb_attention)
-        # === Layers and weights ===
-        self.backbone = backbone
+        # === Weights (the base class has set `self.backbone`) ===
         # The text tower runs here, once; the suffix reads this constant.
         self.class_embeddings = self.add_weight(
             shape=(self.num_classes, backbone.projection_dim),
@@ -352,19 +326,12 @@ class CLIPTeacher(SplitTeacher):
     @classmethod
     def tiny(
         cls,
-        image_shape=(8, 8, 3),
-        patch_size=4,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
+        # The vision tower (`num_heads` and `intermediate_dim`: both towers).
+        image_shape=(8, 8, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=16,
         intermediate_dim=32,
-        text_num_layers=1,
-        text_hidden_dim=8,
-        vocabulary_size=20,
-        sequence_length=6,
-        projection_dim=12,
-        num_classes=3,
-        seed=0,
+        # The text tower, the joint space and the class prompts.
+        text_num_layers=1, text_hidden_dim=8, vocabulary_size=20, sequence_length=6,
+        projection_dim=12, num_classes=3, seed=0,
         **kwargs,
     ):
         """A small randomly initialised CLIP teacher, for tests and examples.
@@ -396,22 +363,21 @@ class CLIPTeacher(SplitTeacher):
         teacher.injection_layer, teacher.injection_dim, teacher.answer_dim  # 2, 16, 12
         ```
         """
+        both_towers = {"num_heads": num_heads, "intermediate_dim": intermediate_dim}
         vision_encoder = keras_hub.models.CLIPVisionEncoder(
-            patch_size=patch_size,
-            hidden_dim=hidden_dim,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            intermediate_dim=intermediate_dim,
             image_shape=tuple(image_shape),
+            patch_size=patch_size,
+            num_layers=num_layers,
+            hidden_dim=hidden_dim,
+            **both_towers,
         )
         text_encoder = keras_hub.models.CLIPTextEncoder(
             vocabulary_size=vocabulary_size,
-            embedding_dim=text_hidden_dim,
-            hidden_dim=text_hidden_dim,
-            num_layers=text_num_layers,
-            num_heads=num_heads,
-            intermediate_dim=intermediate_dim,
             max_sequence_length=sequence_length,
+            num_layers=text_num_layers,
+            # The text tower's width: its token embeddings' and its layers'.
+            embedding_dim=text_hidden_dim, hidden_dim=text_hidden_dim,
+            **both_towers,
         )
         backbone = keras_hub.models.CLIPBackbone(
             vision_encoder=vision_encoder,
@@ -433,33 +399,13 @@ class CLIPTeacher(SplitTeacher):
         return int(self.class_token_ids.shape[0])
 
     @property
-    def hidden_dim(self):
-        """The vision tower's width: the question's."""
-        return self.backbone.vision_encoder.hidden_dim
-
-    @property
-    def feature_keys(self):
-        """The features this teacher reads: `("images",)`."""
-        return (self.images_key,)
-
-    @property
-    def prefix_spec(self):
-        """The prefix is the vision token states input to the layers the suffix runs.
-
-        Example:
-        ```python
-        CLIPTeacher.tiny(suffix_mode="query_token").prefix_spec
-        # {'injection_layer': 1, 'suffix_mode': 'query_token'}
-        ```
-        """
-        return {"injection_layer": self.injection_layer, "suffix_mode": self.suffix_mode}
-
-    @property
     def _vision(self):
         return self.backbone.vision_encoder
 
-    def _images(self, x):
-        return read_images(x, self.name, self.backbone.compute_dtype)
+    @property
+    def _transformer_layers(self):
+        """The vision encoder's `CLIPEncoderLayer`s."""
+        return self._vision.encoder_layers
 
     # === The text tower (construction only) ===
 
@@ -511,146 +457,51 @@ class CLIPTeacher(SplitTeacher):
         Example:
         ```python
         teacher = CLIPTeacher.tiny()
-        teacher({"images": np.zeros((2, 8, 8, 3), "float32")}).shape  # (2, 3)
+        images = np.random.rand(2, 8, 8, 3).astype("float32")
+        logits = teacher(images)  # (2, 3); a bare image tensor works too
+        # KerasHub's image-text logits against the class prompts:
+        kerashub = teacher.backbone({"images": images, "token_ids": teacher.class_token_ids})
+        np.allclose(logits, kerashub["vision_logits"], atol=1e-4)  # True
         ```
         """
         return self.zero_shot_logits(self.backbone.get_vision_embeddings(self._images(x)))
 
-    # === The split teacher ===
+    # === The split teacher's hooks (`prefix`, `suffix`: the base class) ===
 
-    def prefix(self, x, training=False):
-        """Vision token states input to the layers the suffix runs.
-
-        Args:
-            x: dict with the `"images"` feature (or the image tensor).
-            training: bool, default `False` (CLIP has no dropout).
-
-        Returns:
-            `{"layer_inputs": tuple}` of `(batch, 1 + num_patches, hidden_dim)`
-            states: one (input to `injection_layer`) in "exact" mode, one per
-            layer `injection_layer..num_layers-1` in "query_token" mode.
-
-        Example:
-        ```python
-        teacher = CLIPTeacher.tiny(num_layers=4, suffix_mode="query_token")
-        context = teacher.prefix({"images": np.zeros((2, 8, 8, 3), "float32")})
-        [s.shape for s in context["layer_inputs"]]  # [(2, 5, 16), (2, 5, 16)]
-        ```
-        """
+    def _embed(self, images, training):
+        """As `CLIPVisionEncoder`: patches + class token + positions, pre-layer-norm."""
         vision = self._vision
-        # As `CLIPVisionEncoder`: patches + class token + positions, pre-layer-norm.
-        states = vision.pre_layer_norm(vision.embedding(self._images(x)))
-        if self.suffix_mode == "exact":
-            last_needed_input = self.injection_layer
-        else:
-            last_needed_input = vision.num_layers - 1
-        layer_inputs = []
-        for index in range(last_needed_input + 1):
-            if index >= self.injection_layer:
-                layer_inputs.append(states)
-            if index < last_needed_input:
-                states = vision.encoder_layers[index](states, training=training)
-        context = {"layer_inputs": tuple(layer_inputs)}
-        return keras.tree.map_structure(ops.stop_gradient, context)
-
-    def native_question(self, x, context, training=False):
-        """The teacher's own CLS state input to vision layer `injection_layer`.
-
-        Example:
-        ```python
-        teacher = CLIPTeacher.tiny()
-        x = {"images": np.zeros((2, 8, 8, 3), "float32")}
-        teacher.native_question(x, teacher.prefix(x)).shape  # (2, 16)
-        ```
-        """
-        return context["layer_inputs"][0][:, CLS_INDEX, :]
-
-    def suffix(self, question, context, training=False):
-        """Vision layers `injection_layer..` with `question` as the CLS token, then the head.
-
-        Args:
-            question: float tensor `(batch, hidden_dim)`, in place of the CLS
-                state input to `injection_layer`.
-            context: the dict returned by `prefix` (or rows of it).
-            training: bool, default `False` (CLIP has no dropout).
-
-        Returns:
-            `(answer, logits)`: the projected image embedding
-            `(batch, projection_dim)` and the zero-shot `(batch, num_classes)`
-            logits. The text tower does not run.
-
-        Example:
-        ```python
-        teacher = CLIPTeacher.tiny()
-        context = teacher.prefix({"images": np.zeros((2, 8, 8, 3), "float32")})
-        answer, logits = teacher.suffix(np.ones((2, 16), "float32"), context)
-        answer.shape, logits.shape  # (2, 12), (2, 3)
-        ```
-        """
-        question = ops.convert_to_tensor(question)
-        if question.shape[-1] not in (None, self.injection_dim):
-            raise ValueError(
-                f"`question` must have last dimension {self.injection_dim} (the CLIP "
-                f"vision hidden size). Received shape: {question.shape}"
-            )
-        vision = self._vision
-        layer_inputs = context["layer_inputs"]
-        later_layers = vision.encoder_layers[self.injection_layer :]
-        question = ops.cast(question, layer_inputs[0].dtype)[:, None, :]
-
-        if self.suffix_mode == "exact":
-            states = ops.concatenate(
-                [question, layer_inputs[0][:, CLS_INDEX + 1 :, :]], axis=1
-            )
-            for layer in later_layers:
-                states = layer(states, training=training)
-            cls_state = states[:, CLS_INDEX, :]
-        else:
-            if len(layer_inputs) != len(later_layers):
-                raise ValueError(
-                    "A query_token context holds the token states input to each of "
-                    f"the {len(later_layers)} vision layers after the injection point. "
-                    f"Received {len(layer_inputs)}."
-                )
-            for layer, own_states in zip(later_layers, layer_inputs):
-                question = self._query_token_layer(layer, question, own_states, training)
-            cls_state = question[:, 0, :]
-        # Final layer norm (per token), the pooler's row 0, the projection.
-        answer = self.backbone.vision_projection(vision.layer_norm(cls_state))
-        return answer, self.zero_shot_logits(answer)
+        return vision.pre_layer_norm(vision.embedding(images))
 
     def _query_token_layer(self, layer, query, own_states, training):
         """One `CLIPEncoderLayer` for the query token alone (its own sub-layers, in order)."""
-        patches = layer.layer_norm_1(own_states[:, CLS_INDEX + 1 :, :])
-        normed = layer.layer_norm_1(query)
-        if self.absorb_attention:
-            attended = query_token_attention(layer.attention, normed, patches, None, training)
-        else:
-            memory = ops.concatenate([normed, patches], axis=1)
-            attended = layer.attention(normed, memory, memory, training=training)
+        attended = self._query_token_attention(
+            layer.attention, layer.layer_norm_1, query, own_states, training
+        )
         hidden = ops.add(query, attended)
         mlp = layer.dense_2(layer.activation(layer.dense_1(layer.layer_norm_2(hidden))))
         return ops.add(hidden, mlp)
+
+    def _readout(self, cls_state):
+        """`(image_embedding, logits)` from the last vision layer's CLS state.
+
+        Final layer norm (per token), the pooler's row 0, the projection: the
+        answer is the projected image embedding `(batch, projection_dim)`; the
+        prediction its zero-shot `(batch, num_classes)` logits. The text tower
+        does not run.
+        """
+        answer = self.backbone.vision_projection(self._vision.layer_norm(cls_state))
+        return answer, self.zero_shot_logits(answer)
 
     # === Serialization ===
 
     def get_config(self):
         return {
             **super().get_config(),
-            "backbone": _lists(keras.saving.serialize_keras_object(self.backbone)),
             "class_token_ids": self.class_token_ids.tolist(),
             "class_names": self.class_names,
             "template": self.template,
-            "injection_layer": self.injection_layer,
-            "suffix_mode": self.suffix_mode,
-            "absorb_attention": self.absorb_attention,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
 
 
 def random_prompt_token_ids(num_classes, sequence_length, vocabulary_size, seed=0):

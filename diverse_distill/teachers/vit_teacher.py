@@ -1,49 +1,13 @@
 """A KerasHub Vision Transformer (ViT) image classifier as a split teacher."""
 
-import operator
-
 import keras
 import keras_hub
-from keras import ops
 
-# The folded single-query attention is written for Keras' `MultiHeadAttention`
-# (KerasHub's BERT attention subclasses it; ViT's blocks use it as it is).
-from diverse_distill.teachers.folded_attention import query_token_attention
-from diverse_distill.teachers.split_teacher import SplitTeacher
+from diverse_distill.teachers.class_token_teacher import CLS_INDEX, ClassTokenTransformerTeacher
 
-SUFFIX_MODES = ("exact", "query_token")
-CLS_INDEX = 0
-# The image feature every image teacher and image student reads.
-IMAGES_KEY = "images"
 # The names `ViTBackbone` gives its two layers (keras_hub/src/models/vit/vit_backbone.py).
 EMBEDDING_LAYER = "vit_patching_and_embedding"
 ENCODER_LAYER = "vit_encoder"
-
-
-def read_images(x, owner, dtype):
-    """The image batch in `x`: `x["images"]` when `x` is a dict, else `x` itself.
-
-    Args:
-        x: a dict of batched features with an `"images"` entry, or the images.
-        owner: str. The model reading them, for the error message.
-        dtype: the dtype to cast the images to.
-
-    Returns:
-        The images, `(batch, height, width, channels)` (channels-last backbones).
-
-    Example:
-    ```python
-    read_images({"images": np.zeros((2, 8, 8, 1))}, "vit", "float32").shape  # (2, 8, 8, 1)
-    ```
-    """
-    if isinstance(x, dict):
-        if IMAGES_KEY not in x:
-            raise ValueError(
-                f"{owner!r} reads the image feature {IMAGES_KEY!r}, absent from the "
-                f"inputs. Received keys: {sorted(x)}"
-            )
-        x = x[IMAGES_KEY]
-    return ops.cast(x, dtype)
 
 
 def check_vit_backbone(backbone, owner):
@@ -67,7 +31,7 @@ def check_vit_backbone(backbone, owner):
 
 
 @keras.saving.register_keras_serializable(package="diverse_distill")
-class ViTTeacher(SplitTeacher):
+class ViTTeacher(ClassTokenTransformerTeacher):
     """A KerasHub ViT image classifier, split at the class token of a middle block.
 
     The teacher classifies an image: `ViTBackbone` patches and embeds it
@@ -117,7 +81,8 @@ class ViTTeacher(SplitTeacher):
     states input to block `j`, CLS row included; every context leaf has the
     batch first. The context is wrapped in `stop_gradient`: under
     distillation gradients flow from the answer into the question only.
-    `prefix`/`suffix` call the backbone's own sub-layers
+    `prefix`, `native_question` and `suffix` are `ClassTokenTransformerTeacher`'s
+    (shared with `CLIPTeacher`); they call the backbone's own sub-layers
     (`vit_patching_and_embedding`, `vit_encoder`'s dropout,
     `encoder_layers` and final `layer_norm`, and inside a block its `ln_1`,
     `mha`, `dropout`, `ln_2` and `mlp`) in the backbone's order; `call(x)`
@@ -168,7 +133,7 @@ class ViTTeacher(SplitTeacher):
         Sec. 4.1 (middle-layer [CLS]).
     """
 
-    images_key = IMAGES_KEY
+    layer_noun = "block"
 
     def __init__(
         self,
@@ -181,39 +146,20 @@ class ViTTeacher(SplitTeacher):
         **kwargs,
     ):
         check_vit_backbone(backbone, "ViTTeacher")
-        num_layers = backbone.num_layers
-        if injection_layer is None:
-            injection_layer = num_layers // 2
-        try:
-            index = operator.index(injection_layer)
-        except TypeError:
-            index = None
-        if index is None or not 0 <= index < num_layers:
-            raise ValueError(
-                f"`injection_layer` must be in [0, {num_layers - 1}] (the encoder "
-                "block whose class-token input the question replaces; the backbone "
-                f"has {num_layers} blocks). Received: injection_layer={injection_layer}"
-            )
-        if suffix_mode not in SUFFIX_MODES:
-            raise ValueError(
-                f"`suffix_mode` must be one of {SUFFIX_MODES}. Received: "
-                f"suffix_mode={suffix_mode!r}"
-            )
-        if int(num_classes) < 1:
-            raise ValueError(f"`num_classes` must be >= 1. Received: {num_classes}")
         super().__init__(
+            backbone,
+            num_layers=backbone.num_layers,
             injection_dim=backbone.hidden_dim,
             answer_dim=backbone.hidden_dim,
+            injection_layer=injection_layer,
+            suffix_mode=suffix_mode,
+            absorb_attention=absorb_attention,
             name=name,
             **kwargs,
         )
-        # === Config ===
+        if int(num_classes) < 1:
+            raise ValueError(f"`num_classes` must be >= 1. Received: {num_classes}")
         self.num_classes = int(num_classes)
-        self.injection_layer = int(index)
-        self.suffix_mode = suffix_mode
-        self.absorb_attention = bool(absorb_attention)
-        # === Layers ===
-        self.backbone = backbone
         self.head = keras.layers.Dense(
             self.num_classes, dtype=backbone.dtype_policy, name="classifier_head"
         )
@@ -265,29 +211,7 @@ class ViTTeacher(SplitTeacher):
         )
         return cls(backbone, num_classes=num_classes, **kwargs)
 
-    # === Properties ===
-
-    @property
-    def hidden_dim(self):
-        """The backbone's width: the question's and the answer's."""
-        return self.backbone.hidden_dim
-
-    @property
-    def feature_keys(self):
-        """The features this teacher reads: `("images",)`."""
-        return (self.images_key,)
-
-    @property
-    def prefix_spec(self):
-        """The prefix is the token states input to the blocks the suffix runs.
-
-        Example:
-        ```python
-        teacher = ViTTeacher.tiny(num_layers=2, suffix_mode="query_token")
-        teacher.prefix_spec  # {'injection_layer': 1, 'suffix_mode': 'query_token'}
-        ```
-        """
-        return {"injection_layer": self.injection_layer, "suffix_mode": self.suffix_mode}
+    # === The backbone's sub-layers ===
 
     @property
     def _embedding(self):
@@ -297,12 +221,10 @@ class ViTTeacher(SplitTeacher):
     def _encoder(self):
         return self.backbone.get_layer(ENCODER_LAYER)
 
-    def _dropout_active(self, training):
-        """Dropout runs only when asked for and the teacher is not frozen."""
-        return bool(training) and self.trainable
-
-    def _images(self, x):
-        return read_images(x, self.name, self.backbone.compute_dtype)
+    @property
+    def _transformer_layers(self):
+        """The encoder's `ViTEncoderBlock`s."""
+        return self._encoder.encoder_layers
 
     # === The unsplit teacher ===
 
@@ -319,159 +241,35 @@ class ViTTeacher(SplitTeacher):
         sequence = self.backbone(self._images(x), training=training)
         return self.head(sequence[:, CLS_INDEX, :])
 
-    # === The split teacher ===
+    # === The split teacher's hooks (`prefix`, `suffix`: the base class) ===
 
-    def prefix(self, x, training=False):
-        """Token states input to the blocks the suffix runs.
+    def _embed(self, images, training):
+        """As `ViTBackbone`: patches + class token + positions, then the encoder's dropout."""
+        states = self._embedding(images, training=training)
+        return self._encoder.dropout(states, training=training)
 
-        Args:
-            x: dict with this teacher's `"images"` (or the image tensor).
-            training: bool, default `False`. Ignored once frozen.
-
-        Returns:
-            `{"layer_inputs": tuple}` of `(batch, 1 + num_patches, hidden_dim)`
-            states: one (input to `injection_layer`) in "exact" mode, one per
-            block `injection_layer..num_layers-1` in "query_token" mode.
-
-        Example:
-        ```python
-        teacher = ViTTeacher.tiny(num_layers=4, suffix_mode="query_token")
-        context = teacher.prefix({"images": np.zeros((2, 8, 8, 1), "float32")})
-        [s.shape for s in context["layer_inputs"]]  # [(2, 5, 16), (2, 5, 16)]
-        ```
-        """
-        training = self._dropout_active(training)
-        encoder = self._encoder
-        # As `ViTBackbone`: patches + class token + positions, then the encoder's dropout.
-        states = self._embedding(self._images(x), training=training)
-        states = encoder.dropout(states, training=training)
-
-        # The unmodified teacher up to the last block input the suffix needs.
-        if self.suffix_mode == "exact":
-            last_needed_input = self.injection_layer
-        else:
-            last_needed_input = self.backbone.num_layers - 1
-        layer_inputs = []
-        for index in range(last_needed_input + 1):
-            if index >= self.injection_layer:
-                layer_inputs.append(states)
-            if index < last_needed_input:
-                states = encoder.encoder_layers[index](states, training=training)
-        context = {"layer_inputs": tuple(layer_inputs)}
-        # A constant for the suffix: no gradient flows back into the prefix.
-        return keras.tree.map_structure(ops.stop_gradient, context)
-
-    def native_question(self, x, context, training=False):
-        """The teacher's own CLS state input to `injection_layer`.
-
-        Example:
-        ```python
-        teacher = ViTTeacher.tiny()
-        x = {"images": np.zeros((2, 8, 8, 1), "float32")}
-        teacher.native_question(x, teacher.prefix(x)).shape  # (2, 16)
-        ```
-        """
-        return context["layer_inputs"][0][:, CLS_INDEX, :]
-
-    def suffix(self, question, context, training=False):
-        """Blocks `injection_layer..num_layers-1` with `question` as the CLS token.
-
-        Args:
-            question: float tensor `(batch, hidden_dim)`, in place of the CLS
-                state input to `injection_layer`.
-            context: the dict returned by `prefix` (or rows of it).
-            training: bool, default `False`. Ignored once frozen.
-
-        Returns:
-            `(answer, logits)`: the last block's CLS state after the encoder's
-            final layer norm, `(batch, hidden_dim)`, and the head's
-            `(batch, num_classes)` logits.
-
-        Example:
-        ```python
-        teacher = ViTTeacher.tiny()
-        context = teacher.prefix({"images": np.zeros((2, 8, 8, 1), "float32")})
-        answer, logits = teacher.suffix(np.ones((2, 16), "float32"), context)
-        answer.shape, logits.shape  # (2, 16), (2, 3)
-        ```
-        """
-        training = self._dropout_active(training)
-        question = ops.convert_to_tensor(question)
-        if question.shape[-1] not in (None, self.injection_dim):
-            raise ValueError(
-                f"`question` must have last dimension {self.injection_dim} (the ViT "
-                f"hidden size). Received shape: {question.shape}"
-            )
-        encoder = self._encoder
-        layer_inputs = context["layer_inputs"]
-        later_blocks = encoder.encoder_layers[self.injection_layer :]
-        question = ops.cast(question, layer_inputs[0].dtype)[:, None, :]
-
-        if self.suffix_mode == "exact":
-            states = ops.concatenate(
-                [question, layer_inputs[0][:, CLS_INDEX + 1 :, :]], axis=1
-            )
-            for block in later_blocks:
-                states = block(states, training=training)
-            cls_state = states[:, CLS_INDEX, :]
-        else:
-            if len(layer_inputs) != len(later_blocks):
-                raise ValueError(
-                    "A query_token context holds the token states input to each of "
-                    f"the {len(later_blocks)} blocks after the injection point. "
-                    f"Received {len(layer_inputs)}."
-                )
-            for block, own_states in zip(later_blocks, layer_inputs):
-                question = self._query_token_block(block, question, own_states, training)
-            cls_state = question[:, 0, :]
-        # The final layer norm is per token: on the CLS row alone it is the same.
-        answer = encoder.layer_norm(cls_state)
-        return answer, self.head(answer)
-
-    def _query_token_block(self, block, query, own_states, training):
+    def _query_token_layer(self, layer, query, own_states, training):
         """One `ViTEncoderBlock` for the query token alone.
 
         Calls the block's own sub-layers in `ViTEncoderBlock.call`'s order;
         keys/values are `ln_1([query; own_states[:, 1:]])`.
         """
-        patches = block.layer_norm_1(own_states[:, CLS_INDEX + 1 :, :])
-        normed = block.layer_norm_1(query)
-        if self.absorb_attention:
-            attended = query_token_attention(block.mha, normed, patches, None, training)
-        else:
-            attended = block.mha(
-                query=normed,
-                value=ops.concatenate([normed, patches], axis=1),
-                training=training,
-            )
-        hidden = block.dropout(attended, training=training) + query
-        return hidden + block.mlp(block.layer_norm_2(hidden), training=training)
+        attended = self._query_token_attention(
+            layer.mha, layer.layer_norm_1, query, own_states, training
+        )
+        hidden = layer.dropout(attended, training=training) + query
+        return hidden + layer.mlp(layer.layer_norm_2(hidden), training=training)
+
+    def _readout(self, cls_state):
+        """`(answer, logits)`: the final layer norm's CLS state and the head's logits.
+
+        The encoder's final layer norm is per token: on the CLS row alone it is
+        the same. The logits are `(batch, num_classes)`.
+        """
+        answer = self._encoder.layer_norm(cls_state)
+        return answer, self.head(answer)
 
     # === Serialization ===
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            # Tuples as lists (KerasHub keeps `image_shape` and `patch_size` as given):
-            # the config is the same before and after a JSON round trip.
-            "backbone": _lists(keras.saving.serialize_keras_object(self.backbone)),
-            "num_classes": self.num_classes,
-            "injection_layer": self.injection_layer,
-            "suffix_mode": self.suffix_mode,
-            "absorb_attention": self.absorb_attention,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
-
-
-def _lists(config):
-    """`config` with every tuple, at any depth, turned into a list (as JSON gives it back)."""
-    if isinstance(config, dict):
-        return {key: _lists(value) for key, value in config.items()}
-    if isinstance(config, (list, tuple)):
-        return [_lists(value) for value in config]
-    return config
+        return {**super().get_config(), "num_classes": self.num_classes}

@@ -8,17 +8,15 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from diverse_distill import CLIPTeacher, DistillationModel, ViTStudent
-from diverse_distill.teachers import SplitTeacher
 from diverse_distill.teachers.clip_teacher import random_prompt_token_ids
-from tests.test_case import TestCase
+from tests.teachers.vision_teacher_helpers import (
+    ATOL, BATCH, HIDDEN_DIM, MODES, NUM_CLASSES, NUM_LAYERS, NUM_TOKENS, PATCH_SIZE,
+    VisionTeacherTestCase,
+)
 
-NUM_LAYERS, HIDDEN_DIM, PROJECTION_DIM, NUM_CLASSES = 4, 16, 12, 3
-IMAGE_SHAPE, PATCH_SIZE = (8, 8, 3), 4
-NUM_TOKENS = 1 + (8 // 4) ** 2  # the class token and 4 patches
+PROJECTION_DIM = 12
+IMAGE_SHAPE = (8, 8, 3)
 VOCABULARY_SIZE, SEQUENCE_LENGTH = 20, 6
-BATCH = 4
-ATOL = 1e-5
-MODES = (("exact", "exact"), ("query_token", "query_token"))
 LOGITS_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -58,11 +56,11 @@ def _tiny_bpe(words):
     return vocabulary, merges
 
 
-class CLIPTeacherTest(TestCase, parameterized.TestCase):
+class CLIPTeacherTest(VisionTeacherTestCase):
+    IMAGE_SHAPE = IMAGE_SHAPE
+
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        keras.utils.set_random_seed(1337)
+    def make_backbone(cls):
         teacher = CLIPTeacher.tiny(
             image_shape=IMAGE_SHAPE, patch_size=PATCH_SIZE, num_layers=NUM_LAYERS,
             hidden_dim=HIDDEN_DIM, projection_dim=PROJECTION_DIM, num_classes=NUM_CLASSES,
@@ -70,18 +68,6 @@ class CLIPTeacherTest(TestCase, parameterized.TestCase):
         )
         cls.backbone = teacher.backbone
         cls.token_ids = teacher.class_token_ids
-        cls.initial_weights = cls.backbone.get_weights()
-
-    def setUp(self):
-        super().setUp()
-        self.rng = np.random.default_rng(0)
-        self.x = {"images": self.rng.random((BATCH,) + IMAGE_SHAPE).astype("float32")}
-        self.question = self.rng.normal(size=(BATCH, HIDDEN_DIM)).astype("float32")
-
-    def tearDown(self):
-        self.backbone.trainable = True  # undo `freeze()`, recursively
-        self.backbone.set_weights(self.initial_weights)
-        super().tearDown()
 
     def _teacher(self, **kwargs):
         kwargs.setdefault("name", "clip")
@@ -90,20 +76,8 @@ class CLIPTeacherTest(TestCase, parameterized.TestCase):
 
     def test_dims_and_defaults(self):
         teacher = self._teacher()
-        self.assertIsInstance(teacher, SplitTeacher)
-        self.assertEqual(teacher.injection_layer, NUM_LAYERS // 2)
-        self.assertEqual(teacher.suffix_mode, "exact")
-        self.assertTrue(teacher.absorb_attention)
-        self.assertEqual((teacher.injection_dim, teacher.hidden_dim, teacher.answer_dim),
-                         (HIDDEN_DIM, HIDDEN_DIM, PROJECTION_DIM))
+        self.check_defaults(teacher, answer_dim=PROJECTION_DIM)
         self.assertEqual(teacher.num_classes, NUM_CLASSES)
-        self.assertEqual(teacher.feature_keys, ("images",))
-        self.assertEqual(teacher.prefix_spec, {"injection_layer": 2, "suffix_mode": "exact"})
-        self.assertIsNone(teacher.prefix_padding_mask_key)
-        self.assertEqual(tuple(teacher(self.x).shape), (BATCH, NUM_CLASSES))
-        self.assertAllClose(teacher(self.x["images"]),
-                            teacher({**self.x, "other": np.zeros((BATCH, 2))}), atol=0, rtol=0)
-        self.assertNotEmpty(teacher.trainable_variables)  # trainable until frozen
         # Every tiny class prompt ends with <|endoftext|>, the largest id.
         self.assertTrue((self.token_ids.max(axis=1) == VOCABULARY_SIZE - 1).all())
 
@@ -197,27 +171,16 @@ class CLIPTeacherTest(TestCase, parameterized.TestCase):
     @parameterized.named_parameters(*MODES)
     def test_another_question_changes_the_answer(self, suffix_mode):
         teacher = self._teacher(suffix_mode=suffix_mode)
-        context = teacher.prefix(self.x)
-        native_hidden, native_prediction = teacher.suffix(
-            teacher.native_question(self.x, context), context
+        hidden, prediction = self.check_another_question_changes_the_answer(
+            teacher, answer_dim=PROJECTION_DIM
         )
-        hidden, prediction = teacher.suffix(self.question, context)
-        self.assertEqual(tuple(hidden.shape), (BATCH, PROJECTION_DIM))
-        self.assertEqual(tuple(prediction.shape), (BATCH, NUM_CLASSES))
-        self.assertGreater(float(tf.reduce_max(tf.abs(hidden - native_hidden))), 1e-3)
-        self.assertGreater(float(tf.reduce_max(tf.abs(prediction - native_prediction))), 1e-4)
         # The prediction is the zero-shot head on the answer.
         self.assertAllClose(prediction, teacher.zero_shot_logits(hidden), atol=0, rtol=0)
 
     @parameterized.named_parameters(("absorbed", True), ("projected", False))
     def test_modes_differ_only_through_the_other_tokens(self, absorb_attention):
         def answers(injection_layer):
-            outputs = []
-            for suffix_mode in ("exact", "query_token"):
-                teacher = self._teacher(suffix_mode=suffix_mode, injection_layer=injection_layer,
-                                        absorb_attention=absorb_attention)
-                outputs.append(teacher.suffix(self.question, teacher.prefix(self.x)))
-            return outputs
+            return self.answers_by_suffix_mode(injection_layer, absorb_attention)
 
         (exact_hidden, exact_logits), (query_hidden, query_logits) = answers(NUM_LAYERS - 1)
         self.assertAllClose(query_hidden, exact_hidden, atol=ATOL, rtol=0)
@@ -226,54 +189,26 @@ class CLIPTeacherTest(TestCase, parameterized.TestCase):
         self.assertGreater(float(tf.reduce_max(tf.abs(exact_hidden - query_hidden))), 1e-4)
 
     def test_absorbed_and_projected_query_token_suffixes_agree(self):
-        absorbed = self._teacher(suffix_mode="query_token", injection_layer=1)
-        projected = self._teacher(suffix_mode="query_token", injection_layer=1,
-                                  absorb_attention=False)
-        context = absorbed.prefix(self.x)
-        question = tf.Variable(self.question)
-        with tf.GradientTape(persistent=True) as tape:
-            absorbed_out = absorbed.suffix(question, context)
-            projected_out = projected.suffix(question, context)
-            absorbed_loss = tf.reduce_sum(absorbed_out[0]) + tf.reduce_sum(absorbed_out[1])
-            projected_loss = tf.reduce_sum(projected_out[0]) + tf.reduce_sum(projected_out[1])
+        absorbed_out, projected_out, absorbed_gradient, projected_gradient = (
+            self.absorbed_and_projected_outputs()
+        )
         self.assertAllClose(absorbed_out[0], projected_out[0], atol=ATOL, rtol=0)
         self.assertAllClose(absorbed_out[1], projected_out[1], atol=1e-4, rtol=0)
-        self.assertAllClose(tape.gradient(absorbed_loss, question),
-                            tape.gradient(projected_loss, question), atol=1e-4, rtol=0)
+        self.assertAllClose(absorbed_gradient, projected_gradient, atol=1e-4, rtol=0)
 
     @parameterized.named_parameters(*MODES)
     def test_gradient_reaches_the_question_never_frozen_weights(self, suffix_mode):
-        teacher = self._teacher(suffix_mode=suffix_mode).freeze()
-        self.assertEmpty(teacher.trainable_variables)
-        before = [np.array(w) for w in teacher.weights]
-        question = keras.Variable(self.question)
-        with tf.GradientTape() as tape:
-            hidden, prediction = teacher.suffix(question, teacher.prefix(self.x))
-            loss = tf.reduce_sum(hidden * hidden) + tf.reduce_sum(prediction[:, 0])
-        variables = [question] + teacher.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        self.assertLen(gradients, 1)
-        self.assertTrue(np.isfinite(np.asarray(gradients[0])).all())
-        self.assertGreater(float(tf.reduce_min(tf.reduce_sum(tf.abs(gradients[0]), -1))), 0.0)
-        keras.optimizers.SGD(1.0).apply(gradients, variables)
-        self.assertNotAllClose(question, self.question)
-        for weight, value in zip(teacher.weights, before):
-            self.assertAllEqual(weight, value)
+        self.check_gradient_reaches_the_question_never_frozen_weights(
+            suffix_mode, prediction_loss=lambda logits: tf.reduce_sum(logits[:, 0])
+        )
 
     @parameterized.named_parameters(*MODES)
     def test_gathered_context_rows_give_the_same_answers(self, suffix_mode):
         teacher = self._teacher(suffix_mode=suffix_mode)
         context = teacher.prefix(self.x)
-        rows = tf.constant([1, 3])
-        hidden, prediction = teacher.suffix(self.question, context)
-        gathered = tf.nest.map_structure(lambda leaf: tf.gather(leaf, rows), context)
         for leaf in tf.nest.flatten(context):
             self.assertEqual(leaf.shape[:2], (BATCH, NUM_TOKENS))
-        row_hidden, row_prediction = tf.function(teacher.suffix)(
-            tf.gather(self.question, rows), gathered
-        )
-        self.assertAllClose(row_hidden, tf.gather(hidden, rows), atol=ATOL, rtol=0)
-        self.assertAllClose(row_prediction, tf.gather(prediction, rows), atol=1e-4, rtol=0)
+        self.check_gathered_context_rows(teacher, context, prediction_atol=1e-4)
 
     def test_frozen_through_a_distillation_step(self):
         teachers = [self._teacher(name="clip_exact"),
@@ -345,26 +280,17 @@ class CLIPTeacherTest(TestCase, parameterized.TestCase):
     def test_serialization_and_keras_file_round_trip(self):
         teacher = self._teacher(suffix_mode="query_token", injection_layer=1,
                                 absorb_attention=False, class_names=["a", "b", "c"])
-        revived = self.run_serialization_test(teacher)
+        revived, reloaded = self.check_keras_file_round_trip(teacher, CLIPTeacher)
         self.assertEqual(
             (revived.suffix_mode, revived.injection_layer, revived.absorb_attention,
              revived.class_names),
             ("query_token", 1, False, ["a", "b", "c"]),
         )
         self.assertAllEqual(revived.class_token_ids, self.token_ids)
-        path = os.path.join(self.get_temp_dir(), "clip_teacher.keras")
-        teacher.save(path)
-        reloaded = keras.saving.load_model(path)
-        self.assertIsInstance(reloaded, CLIPTeacher)
-        self.assertAllClose(reloaded(self.x), teacher(self.x), atol=0, rtol=0)
         self.assertAllClose(reloaded.class_embeddings, teacher.class_embeddings, atol=0, rtol=0)
 
     def test_bad_arguments_raise(self):
-        for bad in (NUM_LAYERS, -1, 1.5, "2"):
-            with pytest.raises(ValueError, match=r"`injection_layer` must be in \[0, 3\]"):
-                self._teacher(injection_layer=bad)
-        with pytest.raises(ValueError, match="suffix_mode"):
-            self._teacher(suffix_mode="fast")
+        self.check_split_argument_errors(layer_noun="vision layers")
         with pytest.raises(ValueError, match="CLIPBackbone"):
             CLIPTeacher(keras.Sequential([keras.layers.Dense(1)]), class_token_ids=self.token_ids)
         with pytest.raises(ValueError, match="class_names` with a `preprocessor"):
@@ -379,12 +305,3 @@ class CLIPTeacherTest(TestCase, parameterized.TestCase):
             CLIPTeacher(self.backbone, class_names=["a"], preprocessor=object())
         with pytest.raises(ValueError, match="local preset folder"):
             CLIPTeacher.from_preset("clip_vit_base_patch32_not_here", ["cat"])
-        teacher = self._teacher()
-        with pytest.raises(ValueError, match="'images'"):
-            teacher({"pixels": self.x["images"]})
-        with pytest.raises(ValueError, match="last dimension 16"):
-            teacher.suffix(np.ones((BATCH, 7), "float32"), teacher.prefix(self.x))
-        with pytest.raises(ValueError, match="each of the 2 vision layers"):
-            self._teacher(suffix_mode="query_token").suffix(
-                self.question, teacher.prefix(self.x)  # an "exact" context: 1 entry
-            )

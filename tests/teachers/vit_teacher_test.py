@@ -1,5 +1,3 @@
-import os
-
 import keras
 import keras_hub
 import numpy as np
@@ -8,15 +6,13 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from diverse_distill import DistillationModel, ViTStudent
-from diverse_distill.teachers import SplitTeacher, ViTTeacher
-from tests.test_case import TestCase
+from diverse_distill.teachers import ViTTeacher
+from tests.teachers.vision_teacher_helpers import (
+    ATOL, BATCH, HIDDEN_DIM, MODES, NUM_CLASSES, NUM_LAYERS, NUM_TOKENS, PATCH_SIZE,
+    VisionTeacherTestCase,
+)
 
-NUM_LAYERS, HIDDEN_DIM, NUM_CLASSES = 4, 16, 3
-IMAGE_SHAPE, PATCH_SIZE = (8, 8, 1), 4
-NUM_TOKENS = 1 + (8 // 4) ** 2  # the class token and 4 patches
-BATCH = 4
-ATOL = 1e-5
-MODES = (("exact", "exact"), ("query_token", "query_token"))
+IMAGE_SHAPE = (8, 8, 1)
 
 
 def _cls_output(teacher, x):
@@ -24,27 +20,15 @@ def _cls_output(teacher, x):
     return teacher.backbone(x["images"])[:, 0, :]
 
 
-class ViTTeacherTest(TestCase, parameterized.TestCase):
+class ViTTeacherTest(VisionTeacherTestCase):
+    IMAGE_SHAPE = IMAGE_SHAPE
+
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        keras.utils.set_random_seed(1337)
+    def make_backbone(cls):
         cls.backbone = ViTTeacher.tiny(
             image_shape=IMAGE_SHAPE, patch_size=PATCH_SIZE, num_layers=NUM_LAYERS,
             hidden_dim=HIDDEN_DIM, num_classes=NUM_CLASSES,
         ).backbone
-        cls.initial_weights = cls.backbone.get_weights()
-
-    def setUp(self):
-        super().setUp()
-        self.rng = np.random.default_rng(0)
-        self.x = {"images": self.rng.random((BATCH,) + IMAGE_SHAPE).astype("float32")}
-        self.question = self.rng.normal(size=(BATCH, HIDDEN_DIM)).astype("float32")
-
-    def tearDown(self):
-        self.backbone.trainable = True  # undo `freeze()`, recursively
-        self.backbone.set_weights(self.initial_weights)
-        super().tearDown()
 
     def _teacher(self, **kwargs):
         kwargs.setdefault("name", "vit")
@@ -52,21 +36,8 @@ class ViTTeacherTest(TestCase, parameterized.TestCase):
 
     def test_dims_and_defaults(self):
         teacher = self._teacher()
-        self.assertIsInstance(teacher, SplitTeacher)
-        self.assertEqual(teacher.injection_layer, NUM_LAYERS // 2)
-        self.assertEqual(teacher.suffix_mode, "exact")
-        self.assertTrue(teacher.absorb_attention)
-        self.assertEqual((teacher.injection_dim, teacher.answer_dim, teacher.hidden_dim),
-                         (HIDDEN_DIM, HIDDEN_DIM, HIDDEN_DIM))
-        self.assertEqual(teacher.feature_keys, ("images",))
+        self.check_defaults(teacher, answer_dim=HIDDEN_DIM)
         self.assertFalse(teacher.prefix_trims_padding)
-        self.assertIsNone(teacher.prefix_padding_mask_key)
-        self.assertEqual(teacher.prefix_spec, {"injection_layer": 2, "suffix_mode": "exact"})
-        self.assertEqual(tuple(teacher(self.x).shape), (BATCH, NUM_CLASSES))
-        # A bare image tensor works too, and extra features are ignored.
-        self.assertAllClose(teacher(self.x["images"]), teacher({**self.x, "other": np.zeros((BATCH, 2))}),
-                            atol=0, rtol=0)
-        self.assertNotEmpty(teacher.trainable_variables)  # trainable until frozen
 
     @parameterized.product(
         suffix_mode=("exact", "query_token"), injection_layer=(0, 1, 2, NUM_LAYERS - 1)
@@ -111,29 +82,20 @@ class ViTTeacherTest(TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(*MODES)
     def test_another_question_changes_the_answer(self, suffix_mode):
-        teacher = self._teacher(suffix_mode=suffix_mode)
-        context = teacher.prefix(self.x)
-        native_hidden, native_prediction = teacher.suffix(
-            teacher.native_question(self.x, context), context
+        self.check_another_question_changes_the_answer(
+            self._teacher(suffix_mode=suffix_mode), answer_dim=HIDDEN_DIM
         )
-        hidden, prediction = teacher.suffix(self.question, context)
-        self.assertEqual(tuple(hidden.shape), (BATCH, HIDDEN_DIM))
-        self.assertEqual(tuple(prediction.shape), (BATCH, NUM_CLASSES))
-        self.assertGreater(float(tf.reduce_max(tf.abs(hidden - native_hidden))), 1e-3)
-        self.assertGreater(float(tf.reduce_max(tf.abs(prediction - native_prediction))), 1e-4)
 
     @parameterized.named_parameters(("absorbed", True), ("projected", False))
     def test_modes_differ_only_through_the_other_tokens(self, absorb_attention):
         head_weights = self._teacher().head.get_weights()
 
         def answers(injection_layer):
-            outputs = []
-            for suffix_mode in ("exact", "query_token"):
-                teacher = self._teacher(suffix_mode=suffix_mode, injection_layer=injection_layer,
-                                        absorb_attention=absorb_attention)
-                teacher.head.set_weights(head_weights)  # one backbone, one head
-                outputs.append(teacher.suffix(self.question, teacher.prefix(self.x)))
-            return outputs
+            return self.answers_by_suffix_mode(
+                injection_layer, absorb_attention,
+                # One backbone, one head.
+                prepare=lambda teacher: teacher.head.set_weights(head_weights),
+            )
 
         # At the last block no later block reads the other tokens: the modes agree
         # for any question.
@@ -146,54 +108,26 @@ class ViTTeacherTest(TestCase, parameterized.TestCase):
         self.assertGreater(float(tf.reduce_max(tf.abs(exact_hidden - query_hidden))), 1e-4)
 
     def test_absorbed_and_projected_query_token_suffixes_agree(self):
-        absorbed = self._teacher(suffix_mode="query_token", injection_layer=1)
-        projected = self._teacher(suffix_mode="query_token", injection_layer=1,
-                                  absorb_attention=False)
-        projected.head.set_weights(absorbed.head.get_weights())  # one backbone, two heads
-        context = absorbed.prefix(self.x)
-        question = tf.Variable(self.question)
-        with tf.GradientTape(persistent=True) as tape:
-            absorbed_out = absorbed.suffix(question, context)
-            projected_out = projected.suffix(question, context)
-            absorbed_loss = tf.reduce_sum(absorbed_out[0]) + tf.reduce_sum(absorbed_out[1])
-            projected_loss = tf.reduce_sum(projected_out[0]) + tf.reduce_sum(projected_out[1])
+        def share_head(absorbed, projected):  # one backbone, two equal heads
+            projected.head.set_weights(absorbed.head.get_weights())
+
+        absorbed_out, projected_out, absorbed_gradient, projected_gradient = (
+            self.absorbed_and_projected_outputs(prepare=share_head)
+        )
         for a, b in zip(absorbed_out, projected_out):
             self.assertAllClose(a, b, atol=ATOL, rtol=0)
-        self.assertAllClose(tape.gradient(absorbed_loss, question),
-                            tape.gradient(projected_loss, question), atol=1e-4, rtol=0)
+        self.assertAllClose(absorbed_gradient, projected_gradient, atol=1e-4, rtol=0)
 
     @parameterized.named_parameters(*MODES)
     def test_gradient_reaches_the_question_never_frozen_weights(self, suffix_mode):
-        teacher = self._teacher(suffix_mode=suffix_mode).freeze()
-        self.assertEmpty(teacher.trainable_variables)
-        before = [np.array(w) for w in teacher.weights]
-        question = keras.Variable(self.question)
-        with tf.GradientTape() as tape:
-            hidden, prediction = teacher.suffix(question, teacher.prefix(self.x))
-            loss = tf.reduce_sum(hidden * hidden) + tf.reduce_sum(prediction)
-        variables = [question] + teacher.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        self.assertLen(gradients, 1)
-        self.assertTrue(np.isfinite(np.asarray(gradients[0])).all())
-        row_norms = tf.reduce_sum(tf.abs(gradients[0]), axis=-1)
-        self.assertGreater(float(tf.reduce_min(row_norms)), 0.0)  # every sample
-        keras.optimizers.SGD(1.0).apply(gradients, variables)
-        self.assertNotAllClose(question, self.question)
-        for weight, value in zip(teacher.weights, before):
-            self.assertAllEqual(weight, value)
+        self.check_gradient_reaches_the_question_never_frozen_weights(
+            suffix_mode, prediction_loss=tf.reduce_sum
+        )
 
     @parameterized.named_parameters(*MODES)
     def test_gathered_context_rows_give_the_same_answers(self, suffix_mode):
         teacher = self._teacher(suffix_mode=suffix_mode)
-        context = teacher.prefix(self.x)
-        rows = tf.constant([1, 3])
-        hidden, prediction = teacher.suffix(self.question, context)
-        gathered = tf.nest.map_structure(lambda leaf: tf.gather(leaf, rows), context)
-        row_hidden, row_prediction = tf.function(teacher.suffix)(
-            tf.gather(self.question, rows), gathered
-        )
-        self.assertAllClose(row_hidden, tf.gather(hidden, rows), atol=ATOL, rtol=0)
-        self.assertAllClose(row_prediction, tf.gather(prediction, rows), atol=ATOL, rtol=0)
+        self.check_gathered_context_rows(teacher, teacher.prefix(self.x), prediction_atol=ATOL)
 
     def test_dropout_runs_only_while_fine_tuning(self):
         teacher = self._teacher(suffix_mode="query_token")  # tiny(): dropout_rate=0.1
@@ -239,24 +173,15 @@ class ViTTeacherTest(TestCase, parameterized.TestCase):
     def test_serialization_and_keras_file_round_trip(self):
         teacher = self._teacher(suffix_mode="query_token", injection_layer=1,
                                 absorb_attention=False)
-        revived = self.run_serialization_test(teacher)
+        revived, _ = self.check_keras_file_round_trip(teacher, ViTTeacher)
         self.assertEqual(
             (revived.suffix_mode, revived.injection_layer, revived.absorb_attention,
              revived.num_classes),
             ("query_token", 1, False, NUM_CLASSES),
         )
-        path = os.path.join(self.get_temp_dir(), "vit_teacher.keras")
-        teacher.save(path)
-        reloaded = keras.saving.load_model(path)
-        self.assertIsInstance(reloaded, ViTTeacher)
-        self.assertAllClose(reloaded(self.x), teacher(self.x), atol=0, rtol=0)
 
     def test_bad_arguments_raise(self):
-        for bad in (NUM_LAYERS, -1, 1.5, "2"):
-            with pytest.raises(ValueError, match=r"`injection_layer` must be in \[0, 3\]"):
-                self._teacher(injection_layer=bad)
-        with pytest.raises(ValueError, match="suffix_mode"):
-            self._teacher(suffix_mode="fast")
+        self.check_split_argument_errors(layer_noun="blocks")
         with pytest.raises(ValueError, match="num_classes"):
             ViTTeacher(self.backbone, num_classes=0)
         with pytest.raises(ValueError, match="ViTBackbone"):
@@ -267,12 +192,3 @@ class ViTTeacherTest(TestCase, parameterized.TestCase):
         )
         with pytest.raises(ValueError, match="use_class_token=True"):
             ViTTeacher(no_class_token, num_classes=2)
-        teacher = self._teacher()
-        with pytest.raises(ValueError, match="'images'"):
-            teacher({"pixels": self.x["images"]})
-        with pytest.raises(ValueError, match="last dimension 16"):
-            teacher.suffix(np.ones((BATCH, 7), "float32"), teacher.prefix(self.x))
-        with pytest.raises(ValueError, match="each of the 2 blocks"):
-            self._teacher(suffix_mode="query_token").suffix(
-                self.question, teacher.prefix(self.x)  # an "exact" context: 1 entry
-            )
