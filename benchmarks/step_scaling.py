@@ -33,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.doc_blocks import cpu_model, replace_block  # noqa: E402
+from diverse_distill.stats import linear_fit  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "Tiny BERT, small batches, few repeats (a smoke test).")
@@ -48,22 +49,6 @@ flags.DEFINE_string("output_png", "", "Default docs/step_scaling.png.")
 flags.DEFINE_string("update_doc", "", "A markdown file whose `step_scaling` block is replaced.")
 
 MODES = (("all_rows", None), ("fixed_size_skipping", "keep_fraction"))
-
-
-def linear_fit(xs, ys):
-    """Least squares `y = a + b x`: returns `(a, b, r_squared)`.
-
-    Example: `linear_fit([1, 2, 3], [3, 5, 7])` is `(1.0, 2.0, 1.0)`.
-    """
-    n = len(xs)
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mean_x) ** 2 for x in xs)
-    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
-    slope = sxy / sxx
-    intercept = mean_y - slope * mean_x
-    total = sum((y - mean_y) ** 2 for y in ys)
-    residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
-    return intercept, slope, 1.0 - residual / total if total > 0 else 1.0
 
 
 def build_committee(num_teachers, backbone, injection_layer):

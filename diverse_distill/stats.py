@@ -109,3 +109,27 @@ def paired_t_test(a, b):
     result["t"] = t
     result["p_value"] = t_two_sided_p_value(t, n - 1)
     return result
+
+
+def linear_fit(xs, ys):
+    """Least squares `y = a + b x`: returns `(a, b, r_squared)`.
+
+    Example:
+    ```python
+    linear_fit([1, 2, 3], [3, 5, 7])  # (1.0, 2.0, 1.0)
+    ```
+    """
+    n = len(xs)
+    if n < 2 or n != len(ys):
+        raise ValueError(f"linear_fit needs two or more (x, y) pairs, got {len(xs)} x and "
+                         f"{len(ys)} y.")
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    if sxx == 0:
+        raise ValueError("linear_fit needs at least two different x values.")
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
+    slope = sxy / sxx
+    intercept = mean_y - slope * mean_x
+    total = sum((y - mean_y) ** 2 for y in ys)
+    residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
+    return intercept, slope, 1.0 - residual / total if total > 0 else 1.0

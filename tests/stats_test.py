@@ -5,7 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from diverse_distill.stats import paired_t_test, regularized_incomplete_beta, t_two_sided_p_value
+from diverse_distill.stats import (
+    linear_fit,
+    paired_t_test,
+    regularized_incomplete_beta,
+    t_two_sided_p_value,
+)
 
 
 @pytest.mark.parametrize("t,df,expected", [
@@ -70,3 +75,14 @@ def test_paired_t_test():
     assert single["p_value"] is None and single["t"] is None
     with pytest.raises(ValueError, match="pairs"):
         paired_t_test([1, 2], [1])
+
+
+def test_linear_fit_matches_the_hand_computed_least_squares_line():
+    # mean x 2.5, mean y 4.75, Sxx 5, Sxy 9.5: slope 1.9, intercept 0; residuals
+    # 0.1, 0.2, -0.7, 0.4 (SSR 0.70) against SST 18.75.
+    intercept, slope, r2 = linear_fit([1, 2, 3, 4], [2, 4, 5, 8])
+    assert slope == pytest.approx(1.9)
+    assert intercept == pytest.approx(0.0, abs=1e-12)
+    assert r2 == pytest.approx(1 - 0.70 / 18.75)
+    with pytest.raises(ValueError, match="two different x"):
+        linear_fit([1, 1], [2, 3])

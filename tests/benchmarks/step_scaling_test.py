@@ -1,4 +1,4 @@
-"""`benchmarks/step_scaling.py`: the straight-line fit, and a tiny run end to end."""
+"""`benchmarks/step_scaling.py`: a tiny run end to end (its line fit: tests/stats_test.py)."""
 
 import json
 import os
@@ -7,19 +7,7 @@ import sys
 
 import pytest
 
-from tests.benchmarks.script_module import load_script
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def test_linear_fit_matches_the_hand_computed_least_squares_line():
-    scaling = load_script("step_scaling")
-    # mean x 2.5, mean y 4.75, Sxx 5, Sxy 9.5: slope 1.9, intercept 0; residuals
-    # 0.1, 0.2, -0.7, 0.4 (SSR 0.70) against SST 18.75.
-    intercept, slope, r2 = scaling.linear_fit([1, 2, 3, 4], [2, 4, 5, 8])
-    assert slope == pytest.approx(1.9)
-    assert intercept == pytest.approx(0.0, abs=1e-12)
-    assert r2 == pytest.approx(1 - 0.70 / 18.75)
 
 
 def test_a_tiny_run_times_every_cell_and_writes_json_png_and_doc(tmp_path):
