@@ -452,8 +452,7 @@ class DistillationModel(StudentDistiller):
             importance = ops.ones_like(importance)
         student_hidden = ops.cast(student_hidden, "float32")
         if self.keep_fraction is not None:
-            top_rows = [self._top_rows(importance[:, k]) for k in range(len(self.teachers))]
-            keep = ops.stack([_rows_mask(r, tf.shape(importance)[0]) for r in top_rows], axis=1)
+            top_rows, keep = self._top_rows_and_keep(importance)
         else:
             keep = self.kept(importance)
         if (self.importance_threshold is not None and self.importance_warmup_steps
@@ -477,7 +476,7 @@ class DistillationModel(StudentDistiller):
         for k, teacher in enumerate(self.teachers):
             if self.keep_fraction is not None:
                 answer_k, reg_k, teacher_loss_k = self._teacher_terms_on_rows(
-                    k, teacher, x, y, questions[k], top_rows[k], tf.shape(importance)[0]
+                    k, teacher, x, y, questions[k], top_rows[k], tf.shape(keep)[0]
                 )
             elif self.importance_threshold is None:
                 answer_k, reg_k, teacher_loss_k = self._teacher_terms(
@@ -533,9 +532,7 @@ class DistillationModel(StudentDistiller):
         """
         importance = ops.cast(importance, "float32")
         if self.keep_fraction is not None:
-            num_rows = tf.shape(importance)[0]
-            return ops.stack([_rows_mask(self._top_rows(importance[:, k]), num_rows)
-                              for k in range(importance.shape[1])], axis=1)
+            return self._top_rows_and_keep(importance)[1]
         if self.importance_threshold is None:
             return ops.ones_like(importance)
         score = importance
@@ -543,6 +540,12 @@ class DistillationModel(StudentDistiller):
             total = ops.maximum(ops.sum(importance, axis=1, keepdims=True), 1e-12)
             score = len(self.teachers) * importance / total
         return ops.cast(score >= self.importance_threshold, "float32")
+
+    def _top_rows_and_keep(self, importance):
+        """Fixed-size skipping: each teacher's top row indices, and the `(rows, K)` mask."""
+        top_rows = [self._top_rows(importance[:, k]) for k in range(importance.shape[1])]
+        num_rows = tf.shape(importance)[0]
+        return top_rows, ops.stack([_rows_mask(r, num_rows) for r in top_rows], axis=1)
 
     def _top_rows(self, importance_k):
         """int32 indices of the `⌈keep_fraction · rows⌉` rows with the largest importance.
