@@ -65,6 +65,14 @@ sys.path.insert(0, REPO)
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks.job_runs import (  # noqa: E402, F401 (reusable, CONFIG_FIELDS: tests)
+    CONFIG_FIELDS,
+    claim,
+    job_config,
+    reusable,
+    run_job,
+    run_units,
+)
 from diverse_distill.paper_results import BEST_TEACHER_MSE, S0_MSE, paper_mse  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -170,9 +178,6 @@ LISTED_SEARCH = {
          "importance_objective": "relative"},
     ],
 }
-CONFIG_FIELDS = ("alpha", "beta", "variant", "distance", "injection", "answer_target",
-                 "prediction_weight", "module_warmup_steps", "importance_objective",
-                 "alignment", "module_learning_rate")
 # The ablations: (name, description, JobConfig overrides, --method_params).
 ABLATIONS = (
     ("full", "DiverseDistill (learned w, sum-normalised in L_reg, dot alignment, augmented "
@@ -275,109 +280,6 @@ def search_configurations(method, num_teachers, trials, search_seed, slug, searc
 
 
 # --- Running -----------------------------------------------------------------------------
-
-
-def job_config(base, unit, params, seeds, output_dir):
-    """The `JobConfig` of one run of `unit` with hyper-parameters `params`."""
-    fields = {k: v for k, v in params.items() if k in CONFIG_FIELDS}
-    method_params = {**unit.method_params,
-                     **{k: v for k, v in params.items() if k not in CONFIG_FIELDS}}
-    return dataclasses.replace(
-        base, teachers=tuple(unit.teachers), method=unit.method, seeds=tuple(seeds),
-        output_dir=output_dir, export_student=False, verbose=0, teacher_index=-1,
-        method_params=",".join(f"{k}={v}" for k, v in sorted(method_params.items())),
-        **{**unit.overrides, **fields},
-    )
-
-
-def _comparable(config_dict):
-    """What determines a run's results: a `JobConfig` dict without its cosmetic fields, a
-    field it lacks (written before the field existed) at its default, and without the
-    language-teacher fields when it has no language teacher."""
-    from diverse_distill.pipeline.job_config import (LANGUAGE_TEACHER_FIELDS,
-                                                     LANGUAGE_TEACHERS, JobConfig)
-    from diverse_distill.pipeline.run_state import COSMETIC_FIELDS
-
-    config_dict = {**JobConfig().to_dict(), **config_dict}
-    ignored = set(COSMETIC_FIELDS)
-    if not set(config_dict["teachers"]) & set(LANGUAGE_TEACHERS):
-        ignored.update(LANGUAGE_TEACHER_FIELDS)
-    return json.loads(json.dumps({k: v for k, v in config_dict.items() if k not in ignored}))
-
-
-def reusable(finished_config, config):
-    """Whether a finished run of `finished_config` answers `config`: the same configuration
-    on the same seeds or on more (every seed of a run is independent of the others)."""
-    finished, wanted = _comparable(finished_config), _comparable(config.to_dict())
-    finished_seeds, wanted_seeds = finished.pop("seeds", []), wanted.pop("seeds", [])
-    return finished == wanted and set(wanted_seeds) <= set(finished_seeds)
-
-
-def run_job(config, log_path):
-    """`metrics.json` of a `MovieLensJob` run of `config` (reused if already finished, also
-    when the finished run covers more seeds)."""
-    import keras
-
-    from diverse_distill.pipeline.movielens_job import MovieLensJob
-
-    path = os.path.join(config.output_dir, "metrics.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            metrics = json.load(f)
-        if reusable(metrics["config"], config):
-            return metrics, True
-        config = dataclasses.replace(config, resume=False)  # another config: start afresh
-    os.makedirs(config.output_dir, exist_ok=True)
-    with open(log_path, "a") as log_file:
-        def log(message):
-            log_file.write(f"{message}\n")
-            log_file.flush()
-
-        try:
-            metrics = MovieLensJob(config, log=log).run()
-        finally:
-            keras.backend.clear_session()
-    return metrics, False
-
-
-def claim(work_dir, slug, wait):
-    """An exclusive lock on the row `slug` under `work_dir` (an open file: keep it until the
-    row is done), or `None` when another process holds it and `wait` is false. Lets several
-    copies of the same command share the rows (each takes the rows nobody else runs)."""
-    import fcntl
-
-    os.makedirs(work_dir, exist_ok=True)
-    handle = open(os.path.join(work_dir, f"{slug}.lock"), "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
-def run_units(units, run, work_dir, log, wait=True):
-    """`run(unit)` for every unit, in order, skipping the rows another process is running
-    (claimed with `claim`) and coming back to them, waiting, once the rest are done (a row
-    done by the other process is then reused from its finished runs). With `wait=False`
-    the skipped rows are left out of the result."""
-    results, deferred = {}, []
-    for k, (slug, unit) in enumerate(units.items()):
-        lock = claim(work_dir, slug, wait=False)
-        if lock is None:
-            log(f"[{k + 1}/{len(units)}] {slug}: run by another process, later")
-            deferred.append(slug)
-            continue
-        with lock:
-            log(f"[{k + 1}/{len(units)}] {slug}")
-            results[slug] = run(unit)
-    if not wait:
-        return {slug: results[slug] for slug in units if slug in results}
-    for slug in deferred:
-        log(f"[{list(units).index(slug) + 1}/{len(units)}] {slug} (waiting for its lock)")
-        with claim(work_dir, slug, wait=True):
-            results[slug] = run(units[slug])
-    return {slug: results[slug] for slug in units}
 
 
 def seed_records(metrics):
@@ -594,19 +496,35 @@ def quality_entries(rows, seeds):
                      "best_teacher_test_mse": teacher,
                      "grr_of_means": _grr_or_none(test["mean"], s0["mean"], teacher),
                      "p_vs_s0": vs_s0.get("p_value") if vs_s0 else None}
-            if entry not in entries:
-                entries.append(entry)
-    return entries
+            entries.append(entry)
+    return dedupe_quality_entries(entries)
+
+
+def _quality_ident(entry):
+    return entry["committee"], entry["method"], entry["protocol"]
+
+
+def dedupe_quality_entries(entries):
+    """One entry per (committee, method, protocol): a row in several tables (DiverseDistill
+    on MLP-L is in Tables 3 and 4, from the same runs) keeps its first entry, whose
+    `"tables"` lists every table it is in."""
+    first = {}
+    for entry in entries:
+        key = _quality_ident(entry)
+        tables = entry.get("tables") or [entry.get("table")]
+        if key not in first:
+            first[key] = {**entry, "tables": list(tables)}
+        else:
+            first[key]["tables"] += [t for t in tables if t not in first[key]["tables"]]
+    return list(first.values())
 
 
 def merge_quality_entries(kept, new):
-    """`new` plus the entries of `kept` for other (table, committee, method, protocol): a
-    command that runs some committees adds to docs/results/quality.json, replacing its own."""
-    def ident(e):
-        return e.get("table"), e["committee"], e["method"], e["protocol"]
-
-    replaced = {ident(e) for e in new}
-    return [e for e in kept if ident(e) not in replaced] + list(new)
+    """`new` plus the entries of `kept` for other (committee, method, protocol): a command
+    that runs some committees adds to docs/results/quality.json, replacing its own."""
+    replaced = {_quality_ident(e) for e in new}
+    return dedupe_quality_entries([e for e in kept if _quality_ident(e) not in replaced]
+                                  + list(new))
 
 
 def _pm(stat, scale=1.0, digits=4):
@@ -810,14 +728,15 @@ def measure_step_times(base, units, steps, log):
     from diverse_distill.distill.prefix_cache import PrefixCache
     from diverse_distill.distill.teacher_output_cache import TeacherOutputCache
     from diverse_distill.pipeline.job_config import MLP_TEACHERS
-    from diverse_distill.pipeline.movielens_job import MovieLensJob, _subsample_train
+    from diverse_distill.pipeline.movielens_job import MovieLensJob
+    from diverse_distill.pipeline.movielens_task import subsample_train
     from diverse_distill.pipeline.strategy import configure_runtime
     from diverse_distill.pipeline.teacher_factory import _build_language_teacher, build_mlp
     from diverse_distill.teachers.mlp_teacher import MLPTeacher
 
     configure_runtime(0, base.deterministic)
     job = MovieLensJob(base, log=lambda m: None)
-    data = _subsample_train(job.load_data(), 2048, base.split_seed)
+    data = subsample_train(job.load_data(), 2048, base.split_seed)
     names = sorted({t for u in units.values() for t in u.teachers})
     extra = {"train": {}, "validation": {}, "test": {}}
     teachers, caches, output_caches = {}, {}, {}

@@ -64,7 +64,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("lm", "t5", ["t5", "minilm"], "The committee's language teacher.")
+flags.DEFINE_enum("lm", "t5", ["t5", "minilm", "vit"], "The committee's language teacher; "
+                  "'vit': the vision step, a ViT teacher with and without its prefix cache "
+                  "(benchmarks/vision_step_time.py).")
 flags.DEFINE_boolean("quick", False, "Tiny models and few repeats (a smoke test).")
 flags.DEFINE_integer("repeats", 0, "Timed steps per row (0: 20, or 3 with --quick).")
 flags.DEFINE_integer("warmup", 0, "Untimed steps per row first (0: 2, or 1 with --quick).")
@@ -96,6 +98,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.doc_blocks import cpu_model, replace_block  # noqa: E402
+from benchmarks import vision_step_time  # noqa: E402
 
 FULL = dict(users=944, movies=1643, id_dim=768, teacher_units=(1024, 512),
             student_units=(128, 64), batch_size=64, sequence_length=48, repeats=20, warmup=2,
@@ -534,10 +537,13 @@ def main(argv):
 
     from diverse_distill.distill.prefix_cache import PrefixCache
 
+    if FLAGS.lm == "vit" and not FLAGS.render_json:
+        return vision_main()
     if FLAGS.render_json:
         with open(FLAGS.render_json) as f:
             output = json.load(f)
-        table = markdown(output)
+        table = (vision_step_time.markdown(output) if output["config"]["lm"] == "vit"
+                 else markdown(output))
         print(table)
         if FLAGS.update_doc:
             replace_block(FLAGS.update_doc, f"step_time {output['config']['lm']}", table)
@@ -790,6 +796,31 @@ def main(argv):
     if FLAGS.update_doc:
         replace_block(FLAGS.update_doc, f"step_time {FLAGS.lm}", table)
     log(f"wrote {path} (VmHWM {hwm:.0f} MiB)")
+
+
+def vision_main():
+    """`--lm=vit`: benchmarks/vision_step_time.py's rows, JSON and doc block."""
+    import tensorflow as tf
+
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    start = time.time()
+    load_start = load_average()
+    output = vision_step_time.measure(
+        quick=FLAGS.quick, batch_size=FLAGS.batch_size, repeats=FLAGS.repeats,
+        warmup=FLAGS.warmup, num_batches=FLAGS.num_batches,
+        log=lambda m: print(f"[{time.time() - start:6.1f} s] {m}", flush=True))
+    output.update(cpu=cpu_model(), load_average={"start": load_start, "end": load_average()},
+                  wall_seconds=time.time() - start)
+    path = FLAGS.output_json or os.path.join(
+        REPO, "benchmarks", "results", f"step_time_vit{'_quick' if FLAGS.quick else ''}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(output, f, indent=2)
+    table = vision_step_time.markdown(output)
+    print(table)
+    if FLAGS.update_doc:
+        replace_block(FLAGS.update_doc, "step_time vit", table)
 
 
 def profile_rows(cfg, mlp, lm, lm_cheap, cache, cache_cheap, plain, cached, cached_cheap,

@@ -52,3 +52,31 @@ def regression_metrics(y_true, y_pred):
     err = y_pred - y_true
     mse = float(np.mean(err**2))
     return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(np.mean(np.abs(err)))}
+
+
+def classification_metrics(labels, logits):
+    """Accuracy and mean cross-entropy of class logits (numpy, float64).
+
+    Args:
+        labels: int array `(n,)`, the true classes.
+        logits: float array `(n, num_classes)`.
+
+    Returns:
+        `{"accuracy": float, "cross_entropy": float}` (the natural-log
+        cross-entropy of the softmax of `logits`).
+
+    Example:
+    ```python
+    classification_metrics([0, 1], [[2.0, 0.0], [3.0, 0.0]])
+    # {'accuracy': 0.5, 'cross_entropy': 1.5877...}
+    ```
+    """
+    labels = np.asarray(labels).reshape(-1)
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"logits must be (n, num_classes) with n = {labels.shape[0]} labels, "
+                         f"got shape {logits.shape}.")
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return {"accuracy": float(np.mean(logits.argmax(axis=1) == labels)),
+            "cross_entropy": float(-np.mean(log_probs[np.arange(len(labels)), labels]))}

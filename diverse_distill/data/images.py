@@ -197,8 +197,8 @@ class ImageData:
         return np.bincount(self.split(split)["label"], minlength=self.num_classes)
 
     def as_dataset(self, split, batch_size, shuffle_seed=None, augment=None,
-                   drop_remainder=False, repeat=False):
-        """A `tf.data.Dataset` of `({"images": images}, label)` batches.
+                   drop_remainder=False, repeat=False, extra_features=None):
+        """A `tf.data.Dataset` of `({"images": images, **extra}, label)` batches.
 
         Args:
             split: str. `"train"`, `"validation"` or `"test"`.
@@ -212,9 +212,12 @@ class ImageData:
                 only**; validation and test are never augmented. Defaults to `None`.
             drop_remainder: bool. Drop the last partial batch. Defaults to `False`.
             repeat: bool. Repeat forever (for step-based training). Defaults to `False`.
+            extra_features: dict name -> array with one row per image of the split, or
+                `None`. Served beside the images (a teacher's tokens, the row numbers
+                `"__row__"` that look up a prefix cache). Defaults to `None`.
 
         Returns:
-            A `tf.data.Dataset` yielding `({"images": float32 (batch, h, w, c)},
+            A `tf.data.Dataset` yielding `({"images": float32 (batch, h, w, c), **extra},
             int32 (batch,))`.
         """
         import keras
@@ -235,7 +238,12 @@ class ImageData:
                     f"{augment!r}"
                 )
         n = len(data["label"])
-        images = tf.constant(data["images"])
+        features = {"images": tf.constant(data["images"])}
+        for key, values in (extra_features or {}).items():
+            if key == "images" or len(values) != n:
+                raise ValueError(f"extra feature {key!r} must be a new name with one row per "
+                                 f"{split} image ({n}), got {len(values)} rows")
+            features[key] = tf.constant(values)
         labels = tf.constant(data["label"])
         # Shuffle indices, not images: the shuffle buffer then holds ints only.
         indices = tf.data.Dataset.range(n)
@@ -245,7 +253,7 @@ class ImageData:
         if repeat:
             indices = indices.repeat()
         ds = indices.batch(batch_size, drop_remainder=drop_remainder).map(
-            lambda i: ({"images": tf.gather(images, i)}, tf.gather(labels, i))
+            lambda i: ({k: tf.gather(v, i) for k, v in features.items()}, tf.gather(labels, i))
         )
         if layer is not None and split == "train":
             if isinstance(layer, keras.Layer):
@@ -253,7 +261,7 @@ class ImageData:
                     return layer(x, training=True)
             else:
                 apply = layer
-            ds = ds.map(lambda features, label: ({"images": apply(features["images"])}, label))
+            ds = ds.map(lambda x, label: ({**x, "images": apply(x["images"])}, label))
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def __repr__(self):

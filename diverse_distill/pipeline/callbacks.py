@@ -132,7 +132,7 @@ class EvaluationHistory(keras.callbacks.Callback):
 
 
 class PhaseProgress(keras.callbacks.Callback):
-    """One line per chunk of steps: progress, the last validation MSE and an ETA.
+    """One line per chunk of steps: progress, the last validation loss and an ETA.
 
     Args:
         phase: str. The phase's name (e.g. `"s0_seed0"`).
@@ -175,7 +175,7 @@ class PhaseProgress(keras.callbacks.Callback):
         run = done - (self.first_epoch or 0)
         elapsed = time.time() - self.start
         left = elapsed / max(run, 1) * (self.total_epochs - done)
-        val = "" if self.last_val is None else f", val MSE {self.last_val:.4f}"
+        val = "" if self.last_val is None else f", val loss {self.last_val:.4f}"
         self.log(f"[{self.phase}] step {done * self.steps_per_epoch}/"
                  f"{self.total_epochs * self.steps_per_epoch} "
                  f"({100 * done // self.total_epochs} %){val}, "

@@ -7,6 +7,23 @@ from absl import flags
 from diverse_distill.pipeline.job_config import JobConfig
 
 _HELP = {
+    "task": "What the job learns: movielens (rating regression, MSE) or an image task: "
+            "fashion_mnist, cifar10, cifar100 (classification, accuracy; ViT student, teachers "
+            "vit and cnn; configs/fashion_mnist_vit_cnn.cfg).",
+    "image_dir": "Image tasks: the folder of the Fashion-MNIST idx files (default: Debian's "
+                 "dataset-fashion-mnist folder) or of cifar-10/100-python.tar.gz (default: TFDS).",
+    "image_augment": "Image tasks: augment the train batches: flip, crop, flip_crop; empty = none.",
+    "image_size": "Image tasks: resize every batch to this side (e.g. 224 for a ViT-B/16); no "
+                  "prefix cache is built then. 0 = as stored.",
+    "vit_teacher_preset": "Teacher 'vit': a KerasHub ViT preset or local preset folder, "
+                          "fine-tuned on the task; empty = trained from scratch (--vit_teacher_*).",
+    "vit_injection_layer": "The ViT teacher's block whose input class token the question "
+                           "replaces; -1 = the middle block.",
+    "cnn_filters": "Teacher 'cnn': one conv block (two 3x3 convs + 2x2 max-pool) per entry; the "
+                   "question replaces the feature map after the middle block.",
+    "optimizer": "Image tasks: adamw, sgd (momentum 0.9) or adagrad (MovieLens: always Adagrad).",
+    "cosine_decay": "Image tasks: the learning rate decays to 0 over the steps (cosine).",
+    "teacher_learning_rate": "Image tasks: the teachers' learning rate; <= 0 = --learning_rate.",
     "movielens_dir": "Folder of the GroupLens ml-100k files (never copied into the repo).",
     "use_tfds": "Read TFDS movielens/100k-ratings instead of --movielens_dir.",
     "teachers": "Committee, comma-separated: mlp_m, mlp_l, t5, minilm (tiny_t5, tiny_bert: tests).",

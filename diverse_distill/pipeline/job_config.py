@@ -1,4 +1,4 @@
-"""The configuration of one MovieLens distillation job."""
+"""The configuration of one distillation job (`bin/train`): MovieLens or an image task."""
 
 import dataclasses
 import hashlib
@@ -7,6 +7,21 @@ import json
 MLP_TEACHERS = {"mlp_s": (128, 64), "mlp_m": (512, 256), "mlp_l": (1024, 512)}
 LANGUAGE_TEACHERS = ("t5", "minilm", "tiny_t5", "tiny_bert")
 KNOWN_TEACHERS = tuple(MLP_TEACHERS) + LANGUAGE_TEACHERS
+# --task: what the job learns. MovieLens rates (MSE, lower is better); the image tasks classify
+# (accuracy, higher is better) with a ViT student and vision teachers (pipeline/image_task.py).
+TASKS = ("movielens", "fashion_mnist", "cifar10", "cifar100")
+IMAGE_TASKS = TASKS[1:]
+# Image-task teachers: a ViT and a CNN trained on the task (the ViT from scratch, or
+# fine-tuned from --vit_teacher_preset).
+IMAGE_TEACHERS = ("vit", "cnn")
+IMAGE_OPTIMIZERS = ("adamw", "sgd", "adagrad")
+# JobConfig fields that only an image task reads (a MovieLens run does not depend on them).
+IMAGE_FIELDS = ("image_dir", "validation_fraction", "image_augment", "image_size", "patch_size",
+                "student_layers", "student_heads", "student_hidden_dim", "student_mlp_dim",
+                "vit_teacher_layers", "vit_teacher_heads", "vit_teacher_hidden_dim",
+                "vit_teacher_mlp_dim", "vit_teacher_preset", "vit_injection_layer",
+                "vit_suffix_mode", "cnn_filters", "optimizer", "weight_decay", "cosine_decay",
+                "teacher_learning_rate")
 # JobConfig fields that only a language teacher reads: a run with none does not depend on them.
 LANGUAGE_TEACHER_FIELDS = ("t5_preset", "bert_preset", "lm_sequence_length", "bert_suffix_mode",
                            "bert_injection_layer", "prefix_cache", "prefix_cache_dtype",
@@ -46,7 +61,8 @@ class JobConfig:
     ```
     """
 
-    # Data.
+    # Task and data.
+    task: str = "movielens"  # TASKS above
     movielens_dir: str = "../shared/data/ml-100k"
     use_tfds: bool = False
     tfds_data_dir: str = ""
@@ -74,6 +90,29 @@ class JobConfig:
     bert_injection_layer: int = -1  # -1 = the middle layer
     prefix_cache: str = "disk"  # language teachers: "none", "memory" or "disk" (memory-mapped)
     prefix_cache_dtype: str = "float16"
+
+    # Image tasks (--task=fashion_mnist|cifar10|cifar100; configs/fashion_mnist_vit_cnn.cfg).
+    image_dir: str = ""  # idx folder (fashion_mnist; "" = Debian's) or CIFAR archive folder ("" = TFDS)
+    validation_fraction: float = 0.1  # of the train set, seeded by --split_seed
+    image_augment: str = ""  # "" = none, or flip, crop, flip_crop (train batches only)
+    image_size: int = 0  # resize images to this side (the paper's ViT-B/16: 224); 0 = as stored
+    patch_size: int = 4  # the ViT student's and the ViT teacher's patches
+    student_layers: int = 4  # the ViT student
+    student_heads: int = 4
+    student_hidden_dim: int = 96
+    student_mlp_dim: int = 192
+    vit_teacher_layers: int = 6  # teacher "vit", trained from scratch on the task
+    vit_teacher_heads: int = 4
+    vit_teacher_hidden_dim: int = 192
+    vit_teacher_mlp_dim: int = 384
+    vit_teacher_preset: str = ""  # a KerasHub ViT preset or folder: fine-tuned instead
+    vit_injection_layer: int = -1  # the ViT/CLIP teacher's injection block; -1 = the middle one
+    vit_suffix_mode: str = "query_token"  # "exact" or "query_token"
+    cnn_filters: tuple = (32, 64, 128)  # teacher "cnn": one conv block per entry
+    optimizer: str = "adagrad"  # IMAGE_OPTIMIZERS; MovieLens always uses Adagrad (the paper's)
+    weight_decay: float = 0.05  # --optimizer=adamw
+    cosine_decay: bool = False  # image tasks: the learning rate decays to 0 over the steps
+    teacher_learning_rate: float = -1.0  # image teachers; <= 0 = --learning_rate
 
     # Training schedule (every model: teachers, S0, distilled student).
     # The embedded defaults are a first run of a few minutes (README); the paper's schedule
@@ -138,15 +177,30 @@ class JobConfig:
         self.student_hidden_units = tuple(int(u) for u in self.student_hidden_units)
         self.seeds = tuple(int(s) for s in self.seeds)
         self.compare_methods = tuple(m for m in self.compare_methods if m)  # '' = none
+        self.cnn_filters = tuple(int(f) for f in self.cnn_filters)
         self.validate()
+
+    @property
+    def is_image_task(self):
+        return self.task in IMAGE_TASKS
+
+    @property
+    def known_teachers(self):
+        """The teacher names `--task` accepts."""
+        return IMAGE_TEACHERS if self.is_image_task else KNOWN_TEACHERS
 
     def validate(self):
         """Raises a `ValueError` naming the first inconsistent field."""
-        unknown = [t for t in self.teachers if t not in KNOWN_TEACHERS]
+        if self.task not in TASKS:
+            raise ValueError(f"--task must be one of {list(TASKS)}, got {self.task!r}.")
+        unknown = [t for t in self.teachers if t not in self.known_teachers]
         if unknown:
             raise ValueError(
-                f"Unknown teacher(s) {unknown}: choose from {list(KNOWN_TEACHERS)} (--teachers)."
+                f"Unknown teacher(s) {unknown} for --task={self.task}: choose from "
+                f"{list(self.known_teachers)} (--teachers)."
             )
+        if self.is_image_task:
+            self._validate_image_fields()
         if not self.teachers:
             raise ValueError("--teachers is empty: name at least one teacher.")
         if len(set(self.teachers)) != len(self.teachers):
@@ -238,8 +292,42 @@ class JobConfig:
         from diverse_distill.pipeline.method_params import method_kwargs
 
         method_kwargs(self)  # --method, --teacher_index, --method_params, before any work
-        if not self.use_tfds and not self.movielens_dir:
+        if self.task == "movielens" and not self.use_tfds and not self.movielens_dir:
             raise ValueError("Give --movielens_dir=/path/to/ml-100k or --use_tfds.")
+
+    def _validate_image_fields(self):
+        from diverse_distill.data.images import AUGMENTATIONS
+
+        if self.image_augment not in ("",) + AUGMENTATIONS:
+            raise ValueError(f"--image_augment must be empty (none) or one of "
+                             f"{list(AUGMENTATIONS)}, got {self.image_augment!r}.")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError("--validation_fraction must lie in (0, 1), got "
+                             f"{self.validation_fraction}.")
+        for name in ("patch_size", "student_layers", "student_heads", "student_hidden_dim",
+                     "student_mlp_dim", "vit_teacher_layers", "vit_teacher_heads",
+                     "vit_teacher_hidden_dim", "vit_teacher_mlp_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
+        if self.student_layers < 2:
+            raise ValueError("--student_layers must be >= 2 (the student's representation is "
+                             f"the class token at its middle layer), got {self.student_layers}.")
+        for prefix in ("student", "vit_teacher"):
+            heads, width = getattr(self, f"{prefix}_heads"), getattr(self, f"{prefix}_hidden_dim")
+            if width % heads:
+                raise ValueError(f"--{prefix}_hidden_dim ({width}) must be a multiple of "
+                                 f"--{prefix}_heads ({heads}).")
+        if self.image_size < 0 or (self.image_size and self.image_size % self.patch_size):
+            raise ValueError(f"--image_size must be 0 (as stored) or a multiple of --patch_size "
+                             f"({self.patch_size}), got {self.image_size}.")
+        if self.vit_suffix_mode not in ("exact", "query_token"):
+            raise ValueError("--vit_suffix_mode must be exact or query_token, got "
+                             f"{self.vit_suffix_mode!r}.")
+        if not self.cnn_filters or min(self.cnn_filters) <= 0:
+            raise ValueError(f"--cnn_filters must be positive ints, got {list(self.cnn_filters)}.")
+        if self.optimizer not in IMAGE_OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {list(IMAGE_OPTIMIZERS)}, got "
+                             f"{self.optimizer!r}.")
 
     @property
     def threshold(self):
@@ -250,11 +338,23 @@ class JobConfig:
 
     def data_key(self):
         """What identifies the data a model is trained on."""
-        return {
+        key = {
             "source": "tfds" if self.use_tfds else "folder",
             "split_seed": self.split_seed,
             "max_train_examples": self.max_train_examples,
         }
+        if self.is_image_task:  # MovieLens keys stay as they were
+            key.update(task=self.task, image_dir=self.image_dir, image_size=self.image_size,
+                       validation_fraction=self.validation_fraction,
+                       augment=self.image_augment)
+        return key
+
+    def optimizer_key(self):
+        """The optimiser fields of an image task (MovieLens: Adagrad, in no key)."""
+        if not self.is_image_task:
+            return {}
+        return {"optimizer": self.optimizer, "weight_decay": self.weight_decay,
+                "cosine_decay": self.cosine_decay}
 
     @property
     def student_feature_set(self):
@@ -263,13 +363,18 @@ class JobConfig:
 
     def s0_key(self, seed):
         """A short hash of everything that determines the undistilled student S0 of `seed`."""
-        spec = {"data": self.data_key(), "seed": seed,
-                "hidden_units": list(self.student_hidden_units),
-                "id_embedding_dim": self.id_embedding_dim,
-                "attribute_embedding_dim": self.attribute_embedding_dim,
-                "mlp_features": self.student_feature_set, "dropout": self.student_dropout,
+        spec = {"data": self.data_key(), "seed": seed, "dropout": self.student_dropout,
                 "steps": self.steps, "batch_size": self.batch_size,
                 "learning_rate": self.learning_rate, "eval_every": self.eval_every}
+        if self.is_image_task:
+            spec.update(self.optimizer_key(), patch_size=self.patch_size,
+                        student=[self.student_layers, self.student_heads,
+                                 self.student_hidden_dim, self.student_mlp_dim])
+        else:
+            spec.update(hidden_units=list(self.student_hidden_units),
+                        id_embedding_dim=self.id_embedding_dim,
+                        attribute_embedding_dim=self.attribute_embedding_dim,
+                        mlp_features=self.student_feature_set)
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         return f"s0-seed{seed}-{digest}"
 
@@ -288,7 +393,9 @@ class JobConfig:
         spec = {"teacher": name, "data": self.data_key(), "seed": self.teacher_seed,
                 "train_order": "stateless_shuffle",  # pipeline/train_stream.py
                 "batch_size": self.batch_size, "eval_every": self.eval_every}
-        if name in MLP_TEACHERS:
+        if self.is_image_task:
+            spec.update(self._image_teacher_spec(name))
+        elif name in MLP_TEACHERS:
             spec.update(hidden_units=MLP_TEACHERS[name], id_embedding_dim=self.id_embedding_dim,
                         mlp_features=self.mlp_features, dropout=self.teacher_dropout,
                         attribute_embedding_dim=self.attribute_embedding_dim,
@@ -306,3 +413,15 @@ class JobConfig:
             spec["mixed_precision"] = self.mixed_precision
         digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         return f"{name}-{digest}", spec
+
+    def _image_teacher_spec(self, name):
+        """What determines an image teacher's weights (its split does not: it is a view)."""
+        lr = self.teacher_learning_rate if self.teacher_learning_rate > 0 else self.learning_rate
+        training = {"steps": self.teacher_steps, "learning_rate": lr, **self.optimizer_key()}
+        if name == "vit":
+            if self.vit_teacher_preset:
+                return {"preset": self.vit_teacher_preset, **training}
+            return {"patch_size": self.patch_size, "dropout": self.teacher_dropout,
+                    "vit": [self.vit_teacher_layers, self.vit_teacher_heads,
+                            self.vit_teacher_hidden_dim, self.vit_teacher_mlp_dim], **training}
+        return {"filters": list(self.cnn_filters), "dropout": self.teacher_dropout, **training}

@@ -203,9 +203,12 @@ def cached_language_features(teacher, data, config, folder):
 
 
 def predict_split(model, dataset):
-    """Predictions of `model` over a (features, rating) dataset, as a flat array."""
-    predictions = [np.asarray(model(x, training=False)).reshape(-1) for x, _ in dataset]
-    return np.concatenate(predictions)
+    """Outputs of `model` over a `(features, label)` dataset: one row per example, a
+    flat array where the model outputs one value per example (a rating), else
+    `(n, width)` (class logits)."""
+    batches = [np.asarray(model(x, training=False)) for x, _ in dataset]
+    outputs = np.concatenate([o.reshape(len(o), -1) for o in batches])
+    return outputs.reshape(-1) if outputs.shape[1] == 1 else outputs
 
 
 def fit_with_schedule(model, train_ds, val_ds, steps, eval_every, student, verbose, callbacks=(),
@@ -375,8 +378,6 @@ class TeacherStore:
         c = self.config
         key, spec = c.teacher_key(name)
         folder = os.path.join(c.cache_dir, key)
-        weights_path = os.path.join(folder, "teacher.weights.h5")
-        info_path = os.path.join(folder, "teacher.json")
         if name in MLP_TEACHERS:
             keras.utils.set_random_seed(c.teacher_seed)
             model = build_mlp(c, self.data, MLP_TEACHERS[name], name=f"{name}_model",
@@ -397,20 +398,8 @@ class TeacherStore:
         keras.utils.set_random_seed(c.teacher_seed)  # the same shuffle seeds in a rerun
         train_ds, val_ds, test_ds = self._datasets(c.teacher_seed)
 
-        if os.path.exists(weights_path) and os.path.exists(info_path):
-            try:
-                sample, _ = next(iter(val_ds.take(1)))
-                trainable(sample, training=False)  # builds every sub-layer
-                trainable.load_weights(weights_path)
-            except Exception as error:  # noqa: BLE001 - re-raised with the fix
-                raise ValueError(
-                    f"The cached teacher checkpoint {weights_path} cannot be loaded "
-                    f"({' '.join(str(error).split())[:300]}). "
-                    "Delete that folder to retrain the teacher."
-                ) from None
-            with open(info_path) as f:
-                info = json.load(f)
-            info["loaded_from_cache"] = True
+        info = load_cached_teacher(trainable, val_ds, folder)
+        if info is not None:
             return teacher, info
 
         start = time.time()
@@ -449,13 +438,57 @@ class TeacherStore:
             np.savez(predictions_path(c, name),
                      **{split: np.asarray(predictions[split], np.float32)
                         for split in ("validation", "test")})
-        # Atomic: a process killed here leaves no half-written cache entry.
-        tmp_weights = os.path.join(folder, f"tmp-{os.getpid()}.weights.h5")
-        trainable.save_weights(tmp_weights)
-        os.replace(tmp_weights, weights_path)
-        with open(info_path + ".tmp", "w") as f:
-            json.dump(info, f, indent=2)
-        os.replace(info_path + ".tmp", info_path)
+        write_cached_teacher(trainable, info, folder)
         shutil.rmtree(backup_dir, ignore_errors=True)
-        info["loaded_from_cache"] = False
         return teacher, info
+
+
+WEIGHTS_FILE = "teacher.weights.h5"
+INFO_FILE = "teacher.json"
+
+
+def load_cached_teacher(trainable, dataset, folder):
+    """Loads a teacher cached under `folder` into `trainable`; its info, or `None` if absent.
+
+    Args:
+        trainable: the Keras model whose weights were saved.
+        dataset: a dataset of `(features, label)` batches; one batch builds the model.
+        folder: the teacher's cache folder (`WEIGHTS_FILE`, `INFO_FILE`).
+
+    Returns:
+        The info dict with `"loaded_from_cache": True`, or `None` when the folder holds
+        no complete entry. A checkpoint that does not load raises a `ValueError` that
+        says to delete the folder.
+    """
+    weights_path = os.path.join(folder, WEIGHTS_FILE)
+    info_path = os.path.join(folder, INFO_FILE)
+    if not (os.path.exists(weights_path) and os.path.exists(info_path)):
+        return None
+    try:
+        sample, _ = next(iter(dataset.take(1)))
+        trainable(sample, training=False)  # builds every sub-layer
+        trainable.load_weights(weights_path)
+    except Exception as error:  # noqa: BLE001 - re-raised with the fix
+        raise ValueError(
+            f"The cached teacher checkpoint {weights_path} cannot be loaded "
+            f"({' '.join(str(error).split())[:300]}). "
+            "Delete that folder to retrain the teacher."
+        ) from None
+    with open(info_path) as f:
+        info = json.load(f)
+    info["loaded_from_cache"] = True
+    return info
+
+
+def write_cached_teacher(trainable, info, folder):
+    """Writes `trainable`'s weights and `info` under `folder`, atomically (a process
+    killed here leaves no half-written entry); sets `info["loaded_from_cache"] = False`."""
+    os.makedirs(folder, exist_ok=True)
+    tmp_weights = os.path.join(folder, f"tmp-{os.getpid()}.weights.h5")
+    trainable.save_weights(tmp_weights)
+    os.replace(tmp_weights, os.path.join(folder, WEIGHTS_FILE))
+    info_path = os.path.join(folder, INFO_FILE)
+    with open(info_path + ".tmp", "w") as f:
+        json.dump(info, f, indent=2)
+    os.replace(info_path + ".tmp", info_path)
+    info["loaded_from_cache"] = False

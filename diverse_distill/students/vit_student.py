@@ -4,8 +4,13 @@ import keras
 import keras_hub
 
 from diverse_distill.students.student import Student
-from diverse_distill.teachers.class_token_teacher import CLS_INDEX, IMAGES_KEY, read_images
-from diverse_distill.teachers.vit_teacher import EMBEDDING_LAYER, ENCODER_LAYER
+from diverse_distill.models.vit_backbone import (
+    CLS_INDEX,
+    EMBEDDING_LAYER,
+    ENCODER_LAYER,
+    IMAGES_KEY,
+    read_images,
+)
 
 
 @keras.saving.register_keras_serializable(package="diverse_distill")

@@ -7,41 +7,11 @@ from keras import ops
 
 # The folded single-query attention is written for Keras' `MultiHeadAttention`
 # (KerasHub's BERT attention subclasses it; ViT's and CLIP's layers use it as it is).
+from diverse_distill.models.vit_backbone import CLS_INDEX, IMAGES_KEY, read_images
 from diverse_distill.teachers.folded_attention import query_token_attention
 from diverse_distill.teachers.split_teacher import SplitTeacher
 
 SUFFIX_MODES = ("exact", "query_token")
-CLS_INDEX = 0
-# The image feature every image teacher and image student reads.
-IMAGES_KEY = "images"
-
-
-def read_images(x, owner, dtype):
-    """The image batch in `x`: `x["images"]` when `x` is a dict, else `x` itself.
-
-    Args:
-        x: a dict of batched features with an `"images"` entry, or the images.
-        owner: str. The model reading them, for the error message.
-        dtype: the dtype to cast the images to.
-
-    Returns:
-        The images, `(batch, height, width, channels)` (channels-last backbones).
-
-    Example:
-    ```python
-    read_images({"images": np.zeros((2, 8, 8, 1))}, "vit", "float32").shape  # (2, 8, 8, 1)
-    ```
-    """
-    if isinstance(x, dict):
-        if IMAGES_KEY not in x:
-            raise ValueError(
-                f"{owner!r} reads the image feature {IMAGES_KEY!r}, absent from the "
-                f"inputs. Received keys: {sorted(x)}"
-            )
-        x = x[IMAGES_KEY]
-    return ops.cast(x, dtype)
-
-
 def lists(config):
     """`config` with every tuple, at any depth, turned into a list (as JSON gives it back).
 

@@ -3,11 +3,8 @@
 import keras
 import keras_hub
 
-from diverse_distill.teachers.class_token_teacher import CLS_INDEX, ClassTokenTransformerTeacher
-
-# The names `ViTBackbone` gives its two layers (keras_hub/src/models/vit/vit_backbone.py).
-EMBEDDING_LAYER = "vit_patching_and_embedding"
-ENCODER_LAYER = "vit_encoder"
+from diverse_distill.models.vit_backbone import CLS_INDEX, EMBEDDING_LAYER, ENCODER_LAYER
+from diverse_distill.teachers.class_token_teacher import ClassTokenTransformerTeacher
 
 
 def check_vit_backbone(backbone, owner):

@@ -273,4 +273,15 @@ def test_quality_json_keeps_the_entries_of_other_committees():
     new = [entry("mlp_l+minilm", "diverse_distill", "best_validation", 0.80),
            entry("mlp_l+minilm", "diverse_distill", "final_step", 0.79)]
     merged = tables.merge_quality_entries(kept, new)
-    assert merged == [kept[0]] + new
+    assert merged == [{**e, "tables": ["4"]} for e in [kept[0]] + new]
+
+
+def test_quality_json_has_one_entry_per_committee_method_and_protocol():
+    tables = tables_module()
+    in_3 = {"table": "3", "committee": "mlp_l", "method": "diverse_distill",
+            "protocol": "best_validation", "test_mse": [0.81]}
+    in_4 = {**in_3, "table": "4"}
+    other = {**in_3, "protocol": "final_step"}
+    merged = tables.merge_quality_entries([in_3, other], [in_4])
+    assert merged == [{**other, "tables": ["3"]}, {**in_4, "tables": ["4"]}]
+    assert tables.dedupe_quality_entries([in_3, in_4]) == [{**in_3, "tables": ["3", "4"]}]
