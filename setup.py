@@ -33,6 +33,6 @@ setup(
         "tensorboard",  # tensorflow 2.21 no longer pulls it; bin/train logs to it
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],  # the suite runs on 2 workers (pytest.ini)
     },
 )

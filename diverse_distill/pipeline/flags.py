@@ -77,6 +77,9 @@ _HELP = {
     "checkpoint_every": "Steps between checkpoints (must divide --eval_every; 0 = --eval_every).",
     "resume": "Resume from OUTPUT_DIR's checkpoints and finished phases; --noresume discards them.",
     "deterministic": "Deterministic TensorFlow ops (a resumed run equals an uninterrupted one).",
+    "jit_compile": "XLA for DiverseDistill's step: auto (on with --nodeterministic and no "
+                   "--importance_threshold: 11-15 % faster per step on CPU; Keras runs nothing "
+                   "under XLA with op determinism), true or false.",
     "strategy": "tf.distribute strategy: default, mirrored, tpu, multi_worker (docs/distribution.md).",
     "num_cpu_devices": "(testing) Split the CPU into this many logical devices, e.g. for --strategy=mirrored.",
     "debug": "Print the full Python traceback of an error (also with --verbosity=1).",

@@ -286,6 +286,7 @@ class DistillationJob:
                 model = student if teachers is None else self.build_method(student, teachers, seed)
                 compile_kwargs = {}
                 if c.method == "diverse_distill" and teachers is not None:
+                    compile_kwargs["jit_compile"] = c.use_xla
                     compile_kwargs["module_optimizer"] = self.task.optimizer(
                         c.module_learning_rate if c.module_learning_rate > 0 else c.learning_rate,
                         c.steps)

@@ -166,6 +166,9 @@ class JobConfig:
     # Runtime: resuming, determinism, distribution, debugging.
     resume: bool = True  # continue from output_dir's checkpoints; --noresume discards them
     deterministic: bool = True  # tf.config.experimental.enable_op_determinism()
+    # XLA for DiverseDistill's step: "auto" = on where it applies (--nodeterministic, no
+    # threshold skipping: -11-15 % per step on CPU, docs/performance.md), "true", "false".
+    jit_compile: str = "auto"
     mixed_precision: str = "float32"  # "bf16": teachers compute in mixed_bfloat16 (docs/performance.md)
     strategy: str = "default"  # default, mirrored, tpu, multi_worker
     num_cpu_devices: int = 0  # (testing) split the CPU into this many logical devices
@@ -270,6 +273,15 @@ class JobConfig:
             raise ValueError(
                 f"--strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}."
             )
+        if self.jit_compile not in ("auto", "true", "false"):
+            raise ValueError(f"--jit_compile must be auto, true or false, got {self.jit_compile!r}.")
+        if self.jit_compile == "true" and self.deterministic:
+            raise ValueError("--jit_compile=true needs --nodeterministic: Keras compiles nothing "
+                             "with XLA under op determinism (it would silently run without).")
+        if self.jit_compile == "true" and self.importance_threshold >= 0:
+            raise ValueError("--jit_compile=true cannot run with --importance_threshold (a "
+                             "data-dependent number of rows); use --keep_fraction for skipping "
+                             "under XLA.")
         if self.keep_fraction >= 0 and not 0 < self.keep_fraction <= 1:
             raise ValueError(f"--keep_fraction must lie in (0, 1] (or < 0 for no fixed-size "
                              f"skipping), got {self.keep_fraction}.")
@@ -328,6 +340,14 @@ class JobConfig:
         if self.optimizer not in IMAGE_OPTIMIZERS:
             raise ValueError(f"--optimizer must be one of {list(IMAGE_OPTIMIZERS)}, got "
                              f"{self.optimizer!r}.")
+
+    @property
+    def use_xla(self):
+        """Whether DiverseDistill's step compiles with XLA (`--jit_compile`)."""
+        if self.jit_compile != "auto":
+            return self.jit_compile == "true"
+        return (not self.deterministic and self.method == "diverse_distill"
+                and self.importance_threshold < 0)
 
     @property
     def threshold(self):

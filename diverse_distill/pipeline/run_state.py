@@ -7,7 +7,7 @@ import shutil
 
 # Fields that change nothing in the results: a rerun may change them and still resume.
 COSMETIC_FIELDS = ("output_dir", "cache_dir", "verbose", "export_student", "debug", "resume",
-                   "only_teachers", "compare_methods")
+                   "only_teachers", "compare_methods", "jit_compile")
 
 
 def _defaults(config):

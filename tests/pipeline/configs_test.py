@@ -33,3 +33,18 @@ def test_ids_student_configs_change_only_the_students_features(monkeypatch):
         ids = parse(f"--flagfile=configs/movielens_ids_student_{committee}.cfg").to_dict()
         assert {k for k in full if full[k] != ids[k]} == {"student_features"}
         assert ids["student_features"] == "ids" and ids["mlp_features"] == "all"
+
+
+def test_xla_is_on_where_it_applies():
+    from diverse_distill.pipeline.job_config import JobConfig
+
+    assert not JobConfig().use_xla  # deterministic: Keras would run without XLA anyway
+    assert JobConfig(deterministic=False).use_xla
+    assert not JobConfig(deterministic=False, importance_threshold=0.3).use_xla
+    assert JobConfig(deterministic=False, keep_fraction=0.5).use_xla  # static shapes
+    assert not JobConfig(deterministic=False, method="ld").use_xla
+    assert not JobConfig(deterministic=False, jit_compile="false").use_xla
+    with pytest.raises(ValueError, match="--jit_compile=true needs --nodeterministic"):
+        JobConfig(jit_compile="true")
+    with pytest.raises(ValueError, match="--keep_fraction for skipping under XLA"):
+        JobConfig(jit_compile="true", deterministic=False, importance_threshold=0.3)

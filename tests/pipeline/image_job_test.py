@@ -136,3 +136,12 @@ def test_metrics_json_is_plain_json(image_run):
     with open(f"{config.output_dir}/metrics.json") as f:
         written = json.load(f)
     assert written["config"]["task"] == "fashion_mnist"
+
+
+def test_a_missing_image_folder_is_one_bad_input_error(tmp_path):
+    from diverse_distill.pipeline.cli import BAD_INPUT_ERRORS
+
+    config = JobConfig(task="fashion_mnist", teachers=("cnn",), image_dir=str(tmp_path / "no"))
+    with pytest.raises(BAD_INPUT_ERRORS) as error:
+        make_task(config).load_data()
+    assert str(tmp_path / "no") in str(error.value)
