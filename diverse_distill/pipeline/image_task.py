@@ -25,7 +25,9 @@ from diverse_distill.pipeline.teacher_factory import (
 )
 from diverse_distill.pipeline.train_stream import train_stream
 from diverse_distill.students.vit_student import ViTStudent
+from diverse_distill.teachers.clip_teacher import CLIP_PIXEL_STATS, CLIPTeacher
 from diverse_distill.teachers.keras_teacher import KerasTeacher
+from diverse_distill.teachers.presets import check_preset_is_local
 from diverse_distill.teachers.vit_teacher import ViTTeacher
 
 TITLES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
@@ -60,7 +62,11 @@ class ImageClassificationTask(Task):
       `--vit_injection_layer` (default the middle one); `cnn`, a
       `KerasTeacher` around `cnn_classifier(--cnn_filters)`, split after its
       middle conv block (the question is that feature map, flattened), its
-      answer the hidden layer.
+      answer the hidden layer; `clip`, a `CLIPTeacher` from `--clip_preset`,
+      zero-shot over prompts of the class names (nothing trained; it
+      normalises the [0, 1] images with CLIP's pixel statistics, a grey
+      channel repeated to three; the images must have CLIP's size:
+      `--image_size`).
     - Every model trains with the cross-entropy of its logits and
       `--optimizer` (optionally `--cosine_decay`); test metrics are accuracy
       (primary) and cross-entropy.
@@ -182,10 +188,23 @@ class ImageTeacherStore:
         c, data = self.config, self.data
         shape = self.task.image_shape(data)
         injection = None if c.vit_injection_layer < 0 else c.vit_injection_layer
+        if name == "clip":
+            teacher = CLIPTeacher.from_preset(c.clip_preset, data.class_names,
+                                              injection_layer=injection,
+                                              suffix_mode=c.vit_suffix_mode, name=name,
+                                              **CLIP_PIXEL_STATS)
+            expected = tuple(teacher.backbone.vision_encoder.image_shape[:2])
+            if expected != tuple(shape[:2]):
+                raise ValueError(f"Teacher 'clip' ({c.clip_preset}) reads {expected[0]}x"
+                                 f"{expected[1]} images; the task's are {shape[0]}x{shape[1]}: "
+                                 f"pass --image_size={expected[0]}.")
+            return teacher, None
         if name == "vit":
             if c.vit_teacher_preset:
                 import keras_hub
 
+                check_preset_is_local(c.vit_teacher_preset, False,
+                                      "vit_large_patch16_224_imagenet")
                 backbone = keras_hub.models.ViTBackbone.from_preset(c.vit_teacher_preset,
                                                                    image_shape=shape)
             else:
@@ -218,6 +237,13 @@ class ImageTeacherStore:
         val_ds, test_ds = (task.map_eval(self.data.as_dataset(
             split, EVAL_BATCH, extra_features=self.extra_features[split]))
             for split in ("validation", "test"))
+        if trainable is None:  # zero-shot (CLIP): scored, nothing to train or cache
+            info = {"name": name, "key": key, "spec": spec, "zero_shot": True,
+                    "num_params": int(teacher.count_params()), "loaded_from_cache": False}
+            for split, dataset in (("validation", val_ds), ("test", test_ds)):
+                info[split] = task.metrics(task.labels(self.data, split),
+                                           predict_split(teacher, dataset))
+            return teacher, info
         info = load_cached_teacher(trainable, val_ds, folder)
         if info is not None:
             return teacher, info

@@ -424,9 +424,10 @@ class DistillationJob:
             teachers.append(teacher)
             teacher_info[name] = info
             metric = self.task.primary_metric
+            how = ("cached" if info["loaded_from_cache"]
+                   else "zero-shot" if info.get("zero_shot") else "trained")
             self.log(f"teacher {name}: test {metric} "
-                     f"{self.task.format_metric(metric, info['test'][metric])} "
-                     f"({'cached' if info['loaded_from_cache'] else 'trained'}, "
+                     f"{self.task.format_metric(metric, info['test'][metric])} ({how}, "
                      f"{info['num_params'] / 1e6:.2f}M params)")
         best_teacher = self.task.best_teacher(teacher_info)
         if c.only_teachers:

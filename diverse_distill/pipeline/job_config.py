@@ -12,15 +12,15 @@ KNOWN_TEACHERS = tuple(MLP_TEACHERS) + LANGUAGE_TEACHERS
 TASKS = ("movielens", "fashion_mnist", "cifar10", "cifar100")
 IMAGE_TASKS = TASKS[1:]
 # Image-task teachers: a ViT and a CNN trained on the task (the ViT from scratch, or
-# fine-tuned from --vit_teacher_preset).
-IMAGE_TEACHERS = ("vit", "cnn")
+# fine-tuned from --vit_teacher_preset), and CLIP zero-shot from --clip_preset.
+IMAGE_TEACHERS = ("vit", "cnn", "clip")
 IMAGE_OPTIMIZERS = ("adamw", "sgd", "adagrad")
 # JobConfig fields that only an image task reads (a MovieLens run does not depend on them).
 IMAGE_FIELDS = ("image_dir", "validation_fraction", "image_augment", "image_size", "patch_size",
                 "student_layers", "student_heads", "student_hidden_dim", "student_mlp_dim",
                 "vit_teacher_layers", "vit_teacher_heads", "vit_teacher_hidden_dim",
                 "vit_teacher_mlp_dim", "vit_teacher_preset", "vit_injection_layer",
-                "vit_suffix_mode", "cnn_filters", "optimizer", "weight_decay", "cosine_decay",
+                "vit_suffix_mode", "cnn_filters", "clip_preset", "optimizer", "weight_decay", "cosine_decay",
                 "teacher_learning_rate")
 # JobConfig fields that only a language teacher reads: a run with none does not depend on them.
 LANGUAGE_TEACHER_FIELDS = ("t5_preset", "bert_preset", "lm_sequence_length", "bert_suffix_mode",
@@ -109,6 +109,7 @@ class JobConfig:
     vit_injection_layer: int = -1  # the ViT/CLIP teacher's injection block; -1 = the middle one
     vit_suffix_mode: str = "query_token"  # "exact" or "query_token"
     cnn_filters: tuple = (32, 64, 128)  # teacher "cnn": one conv block per entry
+    clip_preset: str = ""  # teacher "clip": a KerasHub CLIP preset or local folder (zero-shot)
     optimizer: str = "adagrad"  # IMAGE_OPTIMIZERS; MovieLens always uses Adagrad (the paper's)
     weight_decay: float = 0.05  # --optimizer=adamw
     cosine_decay: bool = False  # image tasks: the learning rate decays to 0 over the steps
@@ -337,6 +338,9 @@ class JobConfig:
                              f"{self.vit_suffix_mode!r}.")
         if not self.cnn_filters or min(self.cnn_filters) <= 0:
             raise ValueError(f"--cnn_filters must be positive ints, got {list(self.cnn_filters)}.")
+        if "clip" in self.teachers and not self.clip_preset:
+            raise ValueError("Teacher 'clip' needs --clip_preset (a KerasHub CLIP preset name or "
+                             "a local preset folder).")
         if self.optimizer not in IMAGE_OPTIMIZERS:
             raise ValueError(f"--optimizer must be one of {list(IMAGE_OPTIMIZERS)}, got "
                              f"{self.optimizer!r}.")
@@ -444,4 +448,6 @@ class JobConfig:
             return {"patch_size": self.patch_size, "dropout": self.teacher_dropout,
                     "vit": [self.vit_teacher_layers, self.vit_teacher_heads,
                             self.vit_teacher_hidden_dim, self.vit_teacher_mlp_dim], **training}
+        if name == "clip":
+            return {"preset": self.clip_preset}  # zero-shot: nothing is trained
         return {"filters": list(self.cnn_filters), "dropout": self.teacher_dropout, **training}

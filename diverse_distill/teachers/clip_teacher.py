@@ -10,6 +10,10 @@ from diverse_distill.teachers.presets import check_preset_is_local
 
 # OpenAI's CLIP zero-shot prompt (one of its 80 ImageNet templates).
 DEFAULT_TEMPLATE = "a photo of a {label}."
+# OpenAI CLIP's per-channel pixel mean and std (of images scaled to [0, 1]), as KerasHub's
+# `CLIPImageConverter` normalises them: `pixel_mean`/`pixel_std` of `CLIP_PIXEL_STATS`.
+CLIP_PIXEL_STATS = {"pixel_mean": (0.48145466, 0.4578275, 0.40821073),
+                    "pixel_std": (0.26862954, 0.26130258, 0.27577711)}
 # Class prompts run through the text tower this many at a time, once.
 TEXT_BATCH_SIZE = 256
 
@@ -121,8 +125,11 @@ class CLIPTeacher(ClassTokenTransformerTeacher):
     (as every image teacher and `ViTStudent`): float images
     `(batch, height, width, channels)` (channels-first if the encoder is),
     already preprocessed as CLIP expects (resized, scaled and normalised by
-    `keras_hub.layers.CLIPImageConverter.from_preset(preset)`). A bare image
-    tensor is accepted too.
+    `keras_hub.layers.CLIPImageConverter.from_preset(preset)`), or, with
+    `pixel_mean` and `pixel_std`, images of the right size in [0, 1] that the
+    teacher normalises itself (`(x - mean) / std` per channel; one grey channel
+    is repeated to three first), so that it reads the same images as a student
+    that does not normalise. A bare image tensor is accepted too.
 
     Classes: either `class_token_ids` (the packed prompts, as
     `CLIPPreprocessor` gives them: `<|startoftext|>`, tokens, `<|endoftext|>`,
@@ -150,6 +157,10 @@ class CLIPTeacher(ClassTokenTransformerTeacher):
         absorb_attention: bool, default `True`. How the "query_token" suffix
             attends to the cached patch states: folded projections (`True`) or the
             layer's `attention` called on `[question; patches]` (`False`).
+        pixel_mean: sequence of floats (one per channel) or `None`, default
+            `None` (images arrive normalised). With `pixel_std`: the teacher
+            normalises images in [0, 1] itself (`CLIP_PIXEL_STATS` holds CLIP's).
+        pixel_std: sequence of floats or `None`, default `None`.
         name: str, default `"clip"`.
         **kwargs: passed to `keras.Model`.
 
@@ -180,6 +191,8 @@ class CLIPTeacher(ClassTokenTransformerTeacher):
         injection_layer=None,
         suffix_mode="exact",
         absorb_attention=True,
+        pixel_mean=None,
+        pixel_std=None,
         name="clip",
         **kwargs,
     ):
@@ -225,7 +238,13 @@ class CLIPTeacher(ClassTokenTransformerTeacher):
                 f"Got {len(class_names)} `class_names` for {len(class_token_ids)} "
                 "rows of `class_token_ids`."
             )
+        if (pixel_mean is None) != (pixel_std is None) or (
+                pixel_mean is not None and len(pixel_mean) != len(pixel_std)):
+            raise ValueError("Pass `pixel_mean` and `pixel_std` together, one value per "
+                             f"channel each. Received: {pixel_mean}, {pixel_std}")
         # === Config ===
+        self.pixel_mean = None if pixel_mean is None else [float(v) for v in pixel_mean]
+        self.pixel_std = None if pixel_std is None else [float(v) for v in pixel_std]
         self.class_token_ids = class_token_ids
         self.class_names = class_names
         self.template = str(template)
@@ -449,6 +468,18 @@ class CLIPTeacher(ClassTokenTransformerTeacher):
         scale = ops.exp(ops.cast(self.backbone.clip_head.logit_scale, dtype))
         return ops.matmul(images, ops.transpose(classes)) * scale
 
+    def _images(self, x):
+        """The images; normalised here when `pixel_mean`/`pixel_std` are set."""
+        images = super()._images(x)
+        if self.pixel_mean is None:
+            return images
+        channels = len(self.pixel_mean)
+        if images.shape[-1] == 1 and channels > 1:  # grey images: one channel, repeated
+            images = ops.repeat(images, channels, axis=-1)
+        mean = ops.cast(ops.convert_to_tensor(self.pixel_mean), images.dtype)
+        std = ops.cast(ops.convert_to_tensor(self.pixel_std), images.dtype)
+        return (images - mean) / std
+
     # === The unsplit teacher ===
 
     def call(self, x, training=False):
@@ -501,6 +532,8 @@ class CLIPTeacher(ClassTokenTransformerTeacher):
             "class_token_ids": self.class_token_ids.tolist(),
             "class_names": self.class_names,
             "template": self.template,
+            "pixel_mean": self.pixel_mean,
+            "pixel_std": self.pixel_std,
         }
 
 

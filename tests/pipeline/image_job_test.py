@@ -145,3 +145,38 @@ def test_a_missing_image_folder_is_one_bad_input_error(tmp_path):
     with pytest.raises(BAD_INPUT_ERRORS) as error:
         make_task(config).load_data()
     assert str(tmp_path / "no") in str(error.value)
+
+
+def test_clip_teacher_scores_zero_shot_what_kerashub_scores(tmp_path):
+    import keras_hub
+
+    from diverse_distill.pipeline.image_task import ImageClassificationTask
+    from diverse_distill.teachers.clip_teacher import CLIP_PIXEL_STATS, CLIPTeacher
+
+    vocabulary = {"<|pad|>": 0, "x</w>": 1, "y</w>": 2, "x": 3, "xy</w>": 4,
+                  "<|startoftext|>": 5, "<|endoftext|>": 6}
+    preset = str(tmp_path / "tiny_clip")
+    CLIPTeacher.tiny(image_shape=(28, 28, 3), patch_size=7,
+                     vocabulary_size=7).backbone.save_to_preset(preset)
+    tokenizer = keras_hub.models.CLIPTokenizer(vocabulary=vocabulary, merges=["x y</w>"])
+    keras_hub.models.CLIPPreprocessor(tokenizer, sequence_length=6).save_to_preset(preset)
+    folder = write_synthetic_fashion_mnist(str(tmp_path / "fmnist"), num_train=20, num_test=12)
+    config = JobConfig(**{**TINY, "teachers": ("clip",)}, clip_preset=preset, image_dir=folder,
+                       output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+    task = ImageClassificationTask(config)
+    data = task.load_data()
+    teacher, info = task.teacher_store(data, {s: {} for s in ("train", "validation", "test")}
+                                       ).get("clip")
+    assert info["zero_shot"] and not info["loaded_from_cache"]
+    # KerasHub's own image-text logits on the normalised, channel-repeated images.
+    images = np.repeat(data.test["images"], 3, axis=-1)
+    images = (images - np.array(CLIP_PIXEL_STATS["pixel_mean"])) / np.array(
+        CLIP_PIXEL_STATS["pixel_std"])
+    logits = teacher.backbone({"images": images.astype("float32"),
+                               "token_ids": teacher.class_token_ids})["vision_logits"]
+    expected = classification_metrics(data.test["label"], np.asarray(logits))
+    assert info["test"]["accuracy"] == expected["accuracy"]
+    assert info["test"]["cross_entropy"] == pytest.approx(expected["cross_entropy"], abs=1e-4)
+    assert teacher.class_names == list(data.class_names)
+    with pytest.raises(ValueError, match="--clip_preset"):
+        JobConfig(**{**TINY, "teachers": ("clip",)})
