@@ -102,15 +102,21 @@ def measure(quick=False, batch_size=0, repeats=0, warmup=0, num_batches=2, log=p
     for name, (model, data) in setups.items():
         for i in range(cfg["warmup"]):
             model.train_on_batch(*data[i % num_batches])
-        times = []
+        times, cpu_times = [], []
         for i in range(cfg["repeats"]):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             model.train_on_batch(*data[i % num_batches])
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
         rows[name] = {"ms_median": 1000 * statistics.median(times),
-                      "ms_min": 1000 * min(times), "description": DESCRIPTIONS[name]}
-        log(f"{name}: {rows[name]['ms_median']:.1f} ms/step (median of {cfg['repeats']})")
+                      "ms_min": 1000 * min(times),
+                      # CPU time of this process (all its threads): steadier on a loaded machine
+                      "cpu_ms_median": 1000 * statistics.median(cpu_times),
+                      "description": DESCRIPTIONS[name]}
+        log(f"{name}: {rows[name]['ms_median']:.1f} ms/step, CPU "
+            f"{rows[name]['cpu_ms_median']:.1f} ms (medians of {cfg['repeats']})")
     summary = summarise(rows)
+    summary["by_cpu_time"] = summarise(rows, "cpu_ms_median")
     params = {"student": int(setups["a_student"][0].count_params()),
               "teacher": int(exact.count_params())}
     return {"config": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
@@ -119,15 +125,16 @@ def measure(quick=False, batch_size=0, repeats=0, warmup=0, num_batches=2, log=p
             "cache_mib": {m: c.nbytes / 2**20 / n for m, c in caches.items()}}
 
 
-def summarise(rows):
+def summarise(rows, key="ms_median"):
     """Whole-teacher step over each cached step, for the whole step and for the teacher's
-    part (the step minus the student's alone; `None` where a cached part is not positive)."""
-    floor = rows["a_student"]["ms_median"]
-    whole = rows["c_whole"]["ms_median"]
+    part (the step minus the student's alone; `None` where a cached part is not positive),
+    by wall time (`key="ms_median"`) or CPU time (`"cpu_ms_median"`)."""
+    floor = rows["a_student"][key]
+    whole = rows["c_whole"][key]
     summary = {}
     for name in ("d_cached_exact", "f_cached_query_token"):
-        summary[f"step_ratio_whole_over_{name}"] = whole / rows[name]["ms_median"]
-        part = rows[name]["ms_median"] - floor
+        summary[f"step_ratio_whole_over_{name}"] = whole / rows[name][key]
+        part = rows[name][key] - floor
         summary[f"teacher_part_ratio_whole_over_{name}"] = (
             (whole - floor) / part if part > 0 else None)
     return summary
@@ -142,15 +149,33 @@ def markdown(output):
              f"batch {cfg['batch_size']}; median of {cfg['repeats']} steps"
              + (f"; {output['cpu']}" if output.get("cpu") else "")
              + (f"; load {output['load_average']}" if output.get("load_average") else "") + ".",
-             "", "| row | ms/step | teacher's part (ms) |", "|---|---|---|"]
-    floor = rows["a_student"]["ms_median"]
+             "", "| row | ms/step | teacher's part (ms) | CPU ms/step | teacher's part (CPU ms) |",
+             "|---|---|---|---|---|"]
+    cpu = "cpu_ms_median" in rows["a_student"]
     for name, row in rows.items():
-        part = "—" if name == "a_student" else f"{row['ms_median'] - floor:.1f}"
-        lines.append(f"| {name}: {row['description']} | {row['ms_median']:.1f} | {part} |")
-    lines += ["", "| cached row | step: whole / cached | teacher's part: whole / cached |",
-              "|---|---|---|"]
+        cells = [f"{row['ms_median']:.1f}"]
+        cells.append("—" if name == "a_student"
+                     else f"{row['ms_median'] - rows['a_student']['ms_median']:.1f}")
+        if cpu:
+            cells.append(f"{row['cpu_ms_median']:.1f}")
+            cells.append("—" if name == "a_student"
+                         else f"{row['cpu_ms_median'] - rows['a_student']['cpu_ms_median']:.1f}")
+        else:
+            cells += ["—", "—"]
+        lines.append(f"| {name}: {row['description']} | " + " | ".join(cells) + " |")
+    lines += ["", "| cached row | step: whole / cached | teacher's part: whole / cached |"
+              + (" by CPU time: step | teacher's part |" if "by_cpu_time" in summary else ""),
+              "|---|---|---|" + ("---|---|" if "by_cpu_time" in summary else "")]
+
+    def ratio(value):
+        return "—" if value is None else f"{value:.2f}x"
+
     for name in ("d_cached_exact", "f_cached_query_token"):
-        part = summary[f"teacher_part_ratio_whole_over_{name}"]
-        lines.append(f"| {name} | {summary[f'step_ratio_whole_over_{name}']:.2f}x | "
-                     + ("—" if part is None else f"{part:.2f}x") + " |")
+        cells = [ratio(summary[f"step_ratio_whole_over_{name}"]),
+                 ratio(summary[f"teacher_part_ratio_whole_over_{name}"])]
+        if "by_cpu_time" in summary:
+            by_cpu = summary["by_cpu_time"]
+            cells += [ratio(by_cpu[f"step_ratio_whole_over_{name}"]),
+                      ratio(by_cpu[f"teacher_part_ratio_whole_over_{name}"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
