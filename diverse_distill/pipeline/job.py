@@ -426,7 +426,7 @@ class DistillationJob:
             metric = self.task.primary_metric
             how = ("cached" if info["loaded_from_cache"]
                    else "zero-shot" if info.get("zero_shot") else "trained")
-            self.log(f"teacher {name}: test {metric} "
+            self.log(f"teacher {name}: test {self.task.metric_label(metric)} "
                      f"{self.task.format_metric(metric, info['test'][metric])} ({how}, "
                      f"{info['num_params'] / 1e6:.2f}M params)")
         best_teacher = self.task.best_teacher(teacher_info)
@@ -445,9 +445,9 @@ class DistillationJob:
                                     teacher_info[best_teacher]["test"][m])
                    for m in self.task.metric_names}
             runs.append({"seed": seed, "s0": s0, "distilled": distilled, "grr": grr})
-            m = self.task.primary_metric
-            self.log(f"seed {seed}: S0 {m} {self.task.format_metric(m, s0['test'][m])}  "
-                     f"distilled {m} {self.task.format_metric(m, distilled['test'][m])}  GRR "
+            m, label = self.task.primary_metric, self.task.metric_label(self.task.primary_metric)
+            self.log(f"seed {seed}: S0 {label} {self.task.format_metric(m, s0['test'][m])}  "
+                     f"distilled {label} {self.task.format_metric(m, distilled['test'][m])}  GRR "
                      + ("undefined" if grr[m] is None else f"{100 * grr[m]:.1f} %"))
             if c.export_student and seed == c.seeds[0]:
                 path = os.path.join(c.output_dir, "student")

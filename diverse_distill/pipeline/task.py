@@ -119,6 +119,10 @@ class Task:
         except ValueError:
             return None
 
+    def metric_label(self, metric):
+        """What messages call `metric` ("MSE", "accuracy")."""
+        return metric.upper() if metric in ("mse", "rmse", "mae") else metric.replace("_", "-")
+
     def format_metric(self, metric, value):
         return f"{100 * value:.2f} %" if metric == "accuracy" else f"{value:.4f}"
 
