@@ -176,15 +176,19 @@ class DistillationJob:
             directory = prefix_cache_dir(c, teacher) if c.prefix_cache == "disk" else None
             cache = PrefixCache(teacher, storage_dtype=c.prefix_cache_dtype, directory=directory,
                                 padding_mask_key=teacher.prefix_padding_mask_key)
-            with self._phase(f"prefix_cache_{teacher.name}"):
-                if directory is None:
-                    cache.build(features, log=self.log)
-                else:
-                    cache.open_or_build(features, log=self.log)
+            self._fill(cache, directory, features, f"prefix_cache_{teacher.name}")
             self.log(f"prefix cache {teacher.name}: {cache.nbytes / 2**30:.2f} GiB "
                      f"({c.prefix_cache_dtype}, built in {cache.seconds:.0f} s)")
             caches.append(cache)
         return caches
+
+    def _fill(self, cache, directory, features, phase):
+        """Builds `cache` over `features` in memory, or opens/builds it under `directory`."""
+        with self._phase(phase):
+            if directory is None:
+                cache.build(features, log=self.log)
+            else:
+                cache.open_or_build(features, log=self.log)
 
     def build_output_caches(self, teachers, extra_features):
         """The baselines' view of a frozen language teacher: its outputs, once per example.
@@ -213,11 +217,7 @@ class DistillationJob:
                 features.update(prefix_cache.features())
             directory = output_cache_dir(c, teacher) if c.prefix_cache == "disk" else None
             cache = TeacherOutputCache(teacher, directory=directory, prefix_cache=prefix_cache)
-            with self._phase(f"output_cache_{teacher.name}"):
-                if directory is None:
-                    cache.build(features, log=self.log)
-                else:
-                    cache.open_or_build(features, log=self.log)
+            self._fill(cache, directory, features, f"output_cache_{teacher.name}")
             self.log(f"output cache {teacher.name}: {cache.nbytes / 2**20:.1f} MiB "
                      f"(built in {cache.seconds:.0f} s); {c.method} reads it instead of "
                      "running the teacher")
