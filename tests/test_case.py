@@ -113,3 +113,33 @@ class TestCase(tf.test.TestCase):
         for a, b in zip(_flatten(model(input_data)), _flatten(reloaded(input_data))):
             self.assertAllClose(a, b, atol=1e-6)
         return layer
+
+
+class SharedBackboneTestCase(TestCase):
+    """Tests over one tiny backbone per test class, restored after each test.
+
+    A subclass implements the classmethod `make_backbone`, which sets `cls.backbone`
+    (and whatever else it needs); it is built once, under seed 1337, and after every test
+    its weights and trainability are put back (a test may `freeze()` or train a teacher
+    over it). Each test gets `self.rng`, seeded with 0.
+    """
+
+    @classmethod
+    def make_backbone(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        keras.utils.set_random_seed(1337)
+        cls.make_backbone()
+        cls.initial_weights = cls.backbone.get_weights()
+
+    def setUp(self):
+        super().setUp()
+        self.rng = np.random.default_rng(0)
+
+    def tearDown(self):
+        self.backbone.trainable = True  # undo `freeze()`, recursively
+        self.backbone.set_weights(self.initial_weights)
+        super().tearDown()

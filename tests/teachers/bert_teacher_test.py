@@ -11,7 +11,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from diverse_distill.teachers import BertTeacher, SplitTeacher
-from tests.test_case import TestCase
+from tests.test_case import SharedBackboneTestCase
 
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "user", "rates", "heat", "movie"]
 NUM_LAYERS, HIDDEN_DIM = 4, 32
@@ -40,24 +40,15 @@ def _unsplit_cls_state(teacher, x):
     return outputs["sequence_output"][:, 0, :]
 
 
-class BertTeacherTest(TestCase, parameterized.TestCase):
+class BertTeacherTest(SharedBackboneTestCase, parameterized.TestCase):
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        keras.utils.set_random_seed(1337)
+    def make_backbone(cls):
         cls.backbone = BertTeacher.tiny(num_layers=NUM_LAYERS, hidden_dim=HIDDEN_DIM).backbone
-        cls.initial_weights = cls.backbone.get_weights()
 
     def setUp(self):
         super().setUp()
-        self.rng = np.random.default_rng(0)
         self.x = _texts(self.rng)
         self.question = self.rng.normal(size=(BATCH, HIDDEN_DIM)).astype("float32")
-
-    def tearDown(self):
-        self.backbone.trainable = True  # undo `freeze()`, recursively
-        self.backbone.set_weights(self.initial_weights)
-        super().tearDown()
 
     def _teacher(self, **kwargs):
         return BertTeacher(self.backbone, name="bert", **kwargs)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from diverse_distill.teachers import SplitTeacher
-from tests.test_case import TestCase
+from tests.test_case import SharedBackboneTestCase
 
 NUM_LAYERS, HIDDEN_DIM, NUM_CLASSES = 4, 16, 3
 PATCH_SIZE = 4
@@ -20,7 +20,7 @@ ATOL = 1e-5
 MODES = (("exact", "exact"), ("query_token", "query_token"))
 
 
-class VisionTeacherTestCase(TestCase, parameterized.TestCase):
+class VisionTeacherTestCase(SharedBackboneTestCase, parameterized.TestCase):
     """A test class over one tiny backbone, restored after each test.
 
     A subclass sets `IMAGE_SHAPE` and implements `make_backbone` (which sets
@@ -31,27 +31,10 @@ class VisionTeacherTestCase(TestCase, parameterized.TestCase):
 
     IMAGE_SHAPE = None
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        keras.utils.set_random_seed(1337)
-        cls.make_backbone()
-        cls.initial_weights = cls.backbone.get_weights()
-
-    @classmethod
-    def make_backbone(cls):
-        raise NotImplementedError
-
     def setUp(self):
         super().setUp()
-        self.rng = np.random.default_rng(0)
         self.x = {"images": self.rng.random((BATCH,) + self.IMAGE_SHAPE).astype("float32")}
         self.question = self.rng.normal(size=(BATCH, HIDDEN_DIM)).astype("float32")
-
-    def tearDown(self):
-        self.backbone.trainable = True  # undo `freeze()`, recursively
-        self.backbone.set_weights(self.initial_weights)
-        super().tearDown()
 
     def _teacher(self, **kwargs):
         raise NotImplementedError
