@@ -438,12 +438,7 @@ class BertTeacher(LanguageModelTeacher):
             `(batch, hidden_dim)` and the head's `(batch, 1)` prediction.
         """
         training = self._dropout_active(training)
-        question = ops.convert_to_tensor(question)
-        if question.shape[-1] not in (None, self.injection_dim):
-            raise ValueError(
-                f"`question` must have last dimension {self.injection_dim} "
-                f"(the BERT hidden size). Received shape: {question.shape}"
-            )
+        question = self._checked_question(question, "the BERT hidden size")
         layer_inputs = context["layer_inputs"]
         padding_mask = context["padding_mask"]
         later_layers = self.backbone.transformer_layers[self.injection_layer :]

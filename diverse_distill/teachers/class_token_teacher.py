@@ -279,13 +279,8 @@ class ClassTokenTransformerTeacher(SplitTeacher):
         ```
         """
         training = self._dropout_active(training)
-        question = ops.convert_to_tensor(question)
-        if question.shape[-1] not in (None, self.injection_dim):
-            raise ValueError(
-                f"`question` must have last dimension {self.injection_dim} (the hidden "
-                f"size of {type(self).__name__}'s {self.layer_noun}s). Received shape: "
-                f"{question.shape}"
-            )
+        question = self._checked_question(
+            question, f"the hidden size of {type(self).__name__}'s {self.layer_noun}s")
         layer_inputs = context["layer_inputs"]
         later_layers = self._transformer_layers[self.injection_layer :]
         question = ops.cast(question, layer_inputs[0].dtype)[:, None, :]

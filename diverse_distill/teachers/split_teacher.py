@@ -85,6 +85,17 @@ class SplitTeacher(keras.Model):
         """The teacher's own hidden state at the injection point."""
         raise NotImplementedError
 
+    def _checked_question(self, question, width_name):
+        """`question` as a tensor; a `ValueError` unless its last dimension is
+        `injection_dim` (`width_name` says what that width is, for the message)."""
+        question = keras.ops.convert_to_tensor(question)
+        if question.shape[-1] not in (None, self.injection_dim):
+            raise ValueError(
+                f"`question` must have last dimension {self.injection_dim} "
+                f"({width_name}). Received shape: {question.shape}"
+            )
+        return question
+
     def call(self, x, training=False):
         """The unmodified teacher: its own prediction for `x`."""
         context = self.prefix(x)

@@ -397,12 +397,7 @@ class T5Teacher(LanguageModelTeacher):
         """
         training = self._dropout_active(training)
         backbone = self.backbone
-        question = ops.convert_to_tensor(question)
-        if question.shape[-1] not in (None, self.injection_dim):
-            raise ValueError(
-                f"`question` must have last dimension {self.injection_dim} "
-                f"(the T5 hidden size). Received shape: {question.shape}"
-            )
+        question = self._checked_question(question, "the T5 hidden size")
         encoder_output = context["encoder_output"]
         encoder_attention_mask = context["encoder_padding_mask"][:, None, :]
         caches = context.get("cross_attention_caches")
