@@ -12,11 +12,18 @@ def report_module():
     return load_script("movielens_report")
 
 
-def _write_run(folder, teachers, teacher_mse, s0, distilled, student_features="ids", **config):
+def _write_run(folder, teachers, teacher_mse, s0, distilled, student_features="ids",
+               final_step=True, **config):
     os.makedirs(folder)
     runs = [{"seed": i, "s0": {"test": {"mse": a}},
              "distilled": {"test": {"mse": b}, "validation": {"mse": b + 0.05}}}
             for i, (a, b) in enumerate(zip(s0, distilled))]
+    if final_step:  # the model after its last step: 0.03 worse on both splits, per seed
+        for run in runs:
+            for model in ("s0", "distilled"):
+                record = run[model]
+                record["final_step"] = {split: {"mse": v["mse"] + 0.03 * (1 + run["seed"])}
+                                        for split, v in record.items()}
     metrics = {
         "config": {"teachers": list(teachers), "seeds": list(range(len(s0))),
                    "importance_threshold": -1.0, "alpha": 0.5, "beta": 1.0,
@@ -81,3 +88,31 @@ def test_minilm_stands_in_for_t5_in_the_paper_column(tmp_path):
     (row,), _ = report_module().build_report([run])
     assert row["paper"] == (0.8132, 114.2)  # MLP-L + T5
     assert row["grr_of_means"] == pytest.approx(1.0)
+
+
+def test_final_step_protocol_reads_the_last_step_and_p_values_are_paired(tmp_path):
+    run = str(tmp_path / "ids_mlp_l")
+    _write_run(run, ["mlp_l"], [0.80], s0=[0.90, 0.92, 0.88], distilled=[0.85, 0.86, 0.84])
+    module = report_module()
+    (best,), _ = module.build_report([run])
+    (final,), _ = module.build_report([run], protocol="final_step")
+    # Final step: every seed's MSE + 0.03, 0.06, 0.09 for both models -> same differences.
+    assert final["s0"]["values"] == pytest.approx([0.93, 0.98, 0.97])
+    assert final["distilled"]["values"] == pytest.approx([0.88, 0.92, 0.93])
+    assert final["difference"]["values"] == pytest.approx(best["difference"]["values"])
+    assert final["distilled_validation"]["values"] == pytest.approx([0.93, 0.97, 0.98])
+    # t = -0.05 / (0.01 / sqrt(3)) = -8.66 on 2 degrees of freedom: p = 0.0131.
+    assert best["p_vs_s0"] == pytest.approx(0.01307, abs=5e-5)
+    assert final["protocol"] == "final_step"
+    table = module.render([final], "t", "cmd")
+    assert "after its last step" in table
+    assert "(t = -8.66, p = 0.013)" in table
+
+
+def test_final_step_of_an_old_run_is_one_clear_error(tmp_path):
+    run = str(tmp_path / "old")
+    _write_run(run, ["mlp_l"], [0.80], s0=[0.9, 0.9], distilled=[0.85, 0.86], final_step=False)
+    with pytest.raises(ValueError, match="no final-step evaluation"):
+        report_module().build_report([run], protocol="final_step")
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        report_module().build_report([run], protocol="last")
