@@ -116,6 +116,7 @@ def build_report(run_dirs, protocol="best_validation"):
             "minutes": metrics["wall_seconds"]["total"] / 60,
             "run_dir": run_dir,
             "alpha": config["alpha"],
+            "variant": config.get("variant") if metrics["method"] == "diverse_distill" else None,
             "beta": config["beta"],
         })
         raw[run_dir] = metrics
@@ -129,7 +130,7 @@ PROTOCOL_TEXT = {
 
 
 def _p(p):
-    return "—" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+    return "p —" if p is None else ("p < 0.001" if p < 0.001 else f"p = {p:.3f}")
 
 
 def render(rows, title, command):
@@ -155,11 +156,12 @@ def render(rows, title, command):
         if tau != "—" and r.get("threshold_on") == "share":
             tau += " on K·w/Σw"
         params = f", {r['method_params']}" if r.get("method_params") else ""
+        variant = f"variant={r['variant']}, " if r.get("variant") else ""
         grr = "undefined" if r["grr_of_means"] is None else f"{100 * r['grr_of_means']:.1f} %"
-        t = "" if r["paired_t"] is None else f" (t = {r['paired_t']:.2f}, p = {_p(r['p_vs_s0'])})"
+        t = "" if r["paired_t"] is None else f" (t = {r['paired_t']:.2f}, {_p(r['p_vs_s0'])})"
         val = "—" if r.get("distilled_validation") is None else _fmt(r["distilled_validation"])
         lines.append(
-            f"| {r['committee']} | {r['student_features']} | {r['method']} (α={r['alpha']:g}, β={r['beta']:g}{params}) | {tau} | "
+            f"| {r['committee']} | {r['student_features']} | {r['method']} ({variant}α={r['alpha']:g}, β={r['beta']:g}{params}) | {tau} | "
             f"{teachers} | {_fmt(r['s0'])} | {_fmt(r['distilled'])} | "
             f"{_fmt(r['difference'], sign='+')}{t} | {grr} | {r['passes'] or '—'} | {val} | {paper} | "
             f"{','.join(map(str, r['seeds']))} | {r['minutes']:.0f} min |")

@@ -79,7 +79,14 @@ def test_share_threshold_and_method_params_are_named(tmp_path):
     (row,), _ = report_module().build_report([run])
     table = report_module().render([row], "t", "cmd")
     assert "| 0.60 on K·w/Σw |" in table
-    assert "(α=0.5, β=1, question=native)" in table
+    assert "(α=0.5, β=1, question=native)" in table  # no variant in the config: none shown
+
+
+def test_the_variant_of_diverse_distill_is_named(tmp_path):
+    run = str(tmp_path / "tuned")
+    _write_run(run, ["mlp_l"], [0.80], s0=[0.9, 0.9], distilled=[0.85, 0.85], variant="tuned")
+    (row,), _ = report_module().build_report([run])
+    assert "diverse_distill (variant=tuned, α=0.5, β=1)" in report_module().render([row], "t", "c")
 
 
 def test_minilm_stands_in_for_t5_in_the_paper_column(tmp_path):
