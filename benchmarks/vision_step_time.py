@@ -151,31 +151,25 @@ def markdown(output):
              + (f"; load {output['load_average']}" if output.get("load_average") else "") + ".",
              "", "| row | ms/step | teacher's part (ms) | CPU ms/step | teacher's part (CPU ms) |",
              "|---|---|---|---|---|"]
-    cpu = "cpu_ms_median" in rows["a_student"]
+    # Wall time always; CPU time where it was measured (rows and summary of older runs lack it).
+    keys = ["ms_median"] + (["cpu_ms_median"] if "cpu_ms_median" in rows["a_student"] else [])
+    summaries = [summary] + ([summary["by_cpu_time"]] if "by_cpu_time" in summary else [])
     for name, row in rows.items():
-        cells = [f"{row['ms_median']:.1f}"]
-        cells.append("—" if name == "a_student"
-                     else f"{row['ms_median'] - rows['a_student']['ms_median']:.1f}")
-        if cpu:
-            cells.append(f"{row['cpu_ms_median']:.1f}")
-            cells.append("—" if name == "a_student"
-                         else f"{row['cpu_ms_median'] - rows['a_student']['cpu_ms_median']:.1f}")
-        else:
-            cells += ["—", "—"]
+        cells = []
+        for key in keys:  # the step, and the teacher's part: the step minus the student's
+            cells += [f"{row[key]:.1f}", "—" if name == "a_student"
+                      else f"{row[key] - rows['a_student'][key]:.1f}"]
+        cells += ["—", "—"] * (2 - len(keys))
         lines.append(f"| {name}: {row['description']} | " + " | ".join(cells) + " |")
     lines += ["", "| cached row | step: whole / cached | teacher's part: whole / cached |"
-              + (" by CPU time: step | teacher's part |" if "by_cpu_time" in summary else ""),
-              "|---|---|---|" + ("---|---|" if "by_cpu_time" in summary else "")]
+              + (" by CPU time: step | teacher's part |" if len(summaries) > 1 else ""),
+              "|---|---|---|" + "---|---|" * (len(summaries) - 1)]
 
     def ratio(value):
         return "—" if value is None else f"{value:.2f}x"
 
     for name in ("d_cached_exact", "f_cached_query_token"):
-        cells = [ratio(summary[f"step_ratio_whole_over_{name}"]),
-                 ratio(summary[f"teacher_part_ratio_whole_over_{name}"])]
-        if "by_cpu_time" in summary:
-            by_cpu = summary["by_cpu_time"]
-            cells += [ratio(by_cpu[f"step_ratio_whole_over_{name}"]),
-                      ratio(by_cpu[f"teacher_part_ratio_whole_over_{name}"])]
+        cells = [ratio(s[f"{kind}_ratio_whole_over_{name}"])
+                 for s in summaries for kind in ("step", "teacher_part")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -97,3 +97,25 @@ def test_vision_step_time_ratios_and_table_by_hand():
                            "rows": rows, "summary": summary})
     assert "| d_cached_exact | 2.50x | 4.00x |" in table
     assert "| c_whole: ViT teacher run whole every step (no cache) | 50.0 | 40.0 |" in table
+
+
+def test_vision_step_time_table_by_cpu_time_by_hand():
+    import benchmarks.vision_step_time as step
+
+    rows = {name: {"ms_median": ms, "cpu_ms_median": cpu, "description": step.DESCRIPTIONS[name]}
+            for name, ms, cpu in (("a_student", 10.0, 15.0), ("c_whole", 50.0, 95.0),
+                                  ("d_cached_exact", 20.0, 35.0),
+                                  ("f_cached_query_token", 8.0, 25.0))}
+    summary = step.summarise(rows)
+    summary["by_cpu_time"] = step.summarise(rows, "cpu_ms_median")
+    # CPU: whole 95 / exact 35; teacher's part (95 - 15) / (35 - 15) = 4; query token 80 / 10.
+    assert summary["by_cpu_time"]["teacher_part_ratio_whole_over_f_cached_query_token"] == 8.0
+    table = step.markdown({"config": {"params": {"student": 300000, "teacher": 800000},
+                                      "image_shape": [28, 28, 1], "patch_size": 7,
+                                      "batch_size": 128, "repeats": 20},
+                           "rows": rows, "summary": summary})
+    assert "| c_whole: ViT teacher run whole every step (no cache) | 50.0 | 40.0 | 95.0 | 80.0 |" \
+        in table
+    assert "| d_cached_exact | 2.50x | 4.00x | 2.71x | 4.00x |" in table
+    assert "| f_cached_query_token | 6.25x | — | 3.80x | 8.00x |" in table
+    assert "by CPU time: step | teacher's part |" in table
