@@ -80,9 +80,10 @@ def build_report(run_dirs, protocol="best_validation"):
         summary = metrics["summary"]
         runs = metrics["runs"]
         s0 = [_evaluation(r["s0"], protocol)["test"]["mse"] for r in runs]
-        distilled = [_evaluation(r["distilled"], protocol)["test"]["mse"] for r in runs]
-        distilled_val = [_evaluation(r["distilled"], protocol)["validation"]["mse"] for r in runs
-                         if "validation" in _evaluation(r["distilled"], protocol)]
+        distilled_evaluations = [_evaluation(r["distilled"], protocol) for r in runs]
+        distilled = [e["test"]["mse"] for e in distilled_evaluations]
+        distilled_val = [e["validation"]["mse"] for e in distilled_evaluations
+                         if "validation" in e]
         best = metrics["teachers"][metrics["best_teacher"]]["test"]["mse"]
         try:
             grr = gap_recovery_rate(np.mean(distilled), np.mean(s0), best, higher_is_better=False)

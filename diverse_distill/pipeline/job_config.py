@@ -20,8 +20,8 @@ IMAGE_FIELDS = ("image_dir", "validation_fraction", "image_augment", "image_size
                 "student_layers", "student_heads", "student_hidden_dim", "student_mlp_dim",
                 "vit_teacher_layers", "vit_teacher_heads", "vit_teacher_hidden_dim",
                 "vit_teacher_mlp_dim", "vit_teacher_preset", "vit_injection_layer",
-                "vit_suffix_mode", "cnn_filters", "clip_preset", "optimizer", "weight_decay", "cosine_decay",
-                "teacher_learning_rate")
+                "vit_suffix_mode", "cnn_filters", "clip_preset", "optimizer", "weight_decay",
+                "cosine_decay", "teacher_learning_rate")
 # JobConfig fields that only a language teacher reads: a run with none does not depend on them.
 LANGUAGE_TEACHER_FIELDS = ("t5_preset", "bert_preset", "lm_sequence_length", "bert_suffix_mode",
                            "bert_injection_layer", "prefix_cache", "prefix_cache_dtype",
